@@ -1,0 +1,303 @@
+"""Envspec models and loading: one TOML file per env under ``envspecs/``, validated strictly.
+
+A malformed file raises :class:`SpecError` with one line naming the file, the field, what was
+expected and what was found. Unknown keys are rejected.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from envlab import catalog, platforms
+from envlab.errors import SpecError, UnknownEnvError
+from envlab.fsutil import stable_hash
+
+M = TypeVar("M", bound=BaseModel)
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+ARCH = re.compile(r"^(sm|compute)_\d{2,3}[a-z]?$")
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True
+    )
+
+
+def _check_requirement(value: str) -> str:
+    try:
+        Requirement(value)
+    except InvalidRequirement as exc:
+        raise ValueError(f"a PEP 508 requirement, found {value!r} ({exc})") from None
+    return value
+
+
+RequirementStr = Annotated[str, AfterValidator(_check_requirement)]
+
+
+class TorchLayer(Strict):
+    """torch/torchvision/torchaudio, installed from the env's torch index only."""
+
+    packages: list[RequirementStr]
+    index: str
+    index_by_platform: dict[str, str] = Field(default_factory=dict)
+    pre: bool = False
+
+
+    @field_validator("packages")
+    @classmethod
+    def _torch_first(cls, value: list[str]) -> list[str]:
+        names = [Requirement(v).name.lower() for v in value]
+        if "torch" not in names:
+            raise ValueError(f"a list that includes 'torch', found {value!r}")
+        return value
+
+    def index_for(self, platform: str) -> str:
+        return self.index_by_platform.get(platform, self.index)
+
+
+class StackLayer(Strict):
+    """Everything else, resolved with the installed torch layer as a constraint."""
+
+    use_shared: bool = True
+    add: list[RequirementStr] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+    index: str = "pypi"
+
+
+
+class NightlyLayer(Strict):
+    """The final forced reinstall from a nightly index, with pre-releases allowed."""
+
+    packages: list[RequirementStr] = Field(default_factory=lambda: list(TORCH_FAMILY))
+    index: str
+
+
+class Expectations(Strict):
+    """What the built env must turn out to be; checked after every build."""
+
+    torch_version: str | None = None
+    torch_local: str | None = None
+    cuda: str | None = None
+    cpu_only: bool = False
+    arch_covers: list[str] = Field(default_factory=list)
+    torch_family_match: bool = True
+    nightly_max_age_days: int | None = None
+    blas: Literal["openblas", "mkl", "accelerate", "any"] = "any"
+    numpy_major: int | None = None
+
+    @field_validator("arch_covers")
+    @classmethod
+    def _arch(cls, value: list[str]) -> list[str]:
+        for arch in value:
+            if not ARCH.match(arch):
+                raise ValueError(f"architectures like 'sm_120' or 'compute_90', found {arch!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _cpu_vs_cuda(self) -> Expectations:
+        if self.cpu_only and self.cuda:
+            raise ValueError(f"cpu-only = true with no cuda, found cuda = {self.cuda!r}")
+        return self
+
+
+class EnvSpec(Strict):
+    """One env of the matrix."""
+
+    name: str = ""
+    description: str
+    python: str
+    default: bool = False
+    tags: list[str] = Field(default_factory=list)
+    platforms: list[str]
+    unsupported: dict[str, str] = Field(default_factory=dict)
+    version_notes: str = ""
+    torch: TorchLayer
+    stack: StackLayer = Field(default_factory=StackLayer)
+    nightly: NightlyLayer | None = None
+    expect: Expectations = Field(default_factory=Expectations)
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: str) -> str:
+        if not re.fullmatch(r"3\.\d{1,2}", value):
+            raise ValueError(f"a Python minor version like '3.11', found {value!r}")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item not in platforms.KNOWN:
+                raise ValueError(f"one of {', '.join(platforms.KNOWN)}, found {item!r}")
+        if not value:
+            raise ValueError("at least one platform, found an empty list")
+        return value
+
+    @field_validator("unsupported")
+    @classmethod
+    def _unsupported(cls, value: dict[str, str]) -> dict[str, str]:
+        for item in value:
+            if item not in platforms.KNOWN:
+                raise ValueError(f"platform names ({', '.join(platforms.KNOWN)}), found {item!r}")
+        return value
+
+    @cached_property
+    def spec_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+    def layer_names(self) -> list[str]:
+        """The build layers in order."""
+        return ["base", "torch", "stack"] + (["nightly"] if self.nightly else [])
+
+
+class SharedStack(Strict):
+    """``envspecs/stack.toml``: the stack every env shares unless it opts out."""
+
+    description: str = ""
+    packages: list[RequirementStr]
+
+
+def stack_requirements(spec: EnvSpec, shared: SharedStack | None) -> list[str]:
+    """The env's stack requirements: the shared stack (if used), minus removals, plus additions."""
+    base = list(shared.packages) if (spec.stack.use_shared and shared) else []
+    removed = {r.lower() for r in spec.stack.remove}
+    added = {Requirement(r).name.lower() for r in spec.stack.add}
+    kept = [r for r in base if Requirement(r).name.lower() not in removed | added]
+    return kept + list(spec.stack.add)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: expected valid TOML, found a syntax error: {exc}") from None
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    """One line: file, field, what was expected, what was found."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    kind = first["type"]
+    found = first.get("input")
+    if kind == "extra_forbidden":
+        message = f"unknown key {loc!r}"
+        parent = _model_at(first["loc"][:-1])
+        if parent is not None:
+            allowed = ", ".join(sorted(_kebab(f) for f in parent.model_fields if f != "name"))
+            message += f" (expected one of: {allowed})"
+    elif kind == "missing":
+        message = f"field {loc!r}: expected a value, found nothing (the key is required)"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+        if msg.startswith(("a ", "an ", "one of", "at least", "cpu-only", "platform", "architectures")):
+            message = f"field {loc!r}: expected {msg}"
+        else:
+            message = f"field {loc!r}: expected {msg.lower()}, found {found!r}"
+    more = f" (+{len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{path}: {message}{more}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = EnvSpec
+    for part in loc:
+        field = next(
+            (f for n, f in model.model_fields.items() if n == part or _kebab(n) == part), None
+        )
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+class Matrix:
+    """All envspecs of a project, the shared stack and the named indexes."""
+
+    def __init__(self, envspecs: Path) -> None:
+        from envlab.indexes import load_indexes
+
+        self.dir = envspecs
+        if not envspecs.is_dir():
+            raise SpecError(f"{envspecs}: expected a directory of envspecs, found nothing there")
+        self.indexes = load_indexes(envspecs / "indexes.toml")
+        shared_path = envspecs / "stack.toml"
+        self.shared = load_model(SharedStack, shared_path) if shared_path.exists() else None
+        self.names = [p.stem for p in catalog.env_files(envspecs)]
+        self._cache: dict[str, EnvSpec] = {}
+
+    def get(self, name: str) -> EnvSpec:
+        if name not in self.names:
+            valid = ", ".join(self.names) or "(none)"
+            raise UnknownEnvError(f"unknown env {name!r}: expected one of {valid}")
+        if name not in self._cache:
+            self._cache[name] = self._load(name)
+        return self._cache[name]
+
+    def _load(self, name: str) -> EnvSpec:
+        path = self.dir / f"{name}.toml"
+        if not ENV_NAME.match(name):
+            raise SpecError(f"{path}: expected a lowercase env name like 'stable', found {name!r}")
+        spec = load_model(EnvSpec, path, extra={"name": name})
+        for where, index in self._index_refs(spec):
+            if index not in self.indexes:
+                known = ", ".join(self.indexes)
+                raise SpecError(
+                    f"{path}: field {where!r}: expected a named index ({known}), found {index!r}"
+                )
+        return spec
+
+    @staticmethod
+    def _index_refs(spec: EnvSpec) -> list[tuple[str, str]]:
+        refs = [("torch.index", spec.torch.index), ("stack.index", spec.stack.index)]
+        refs += [(f"torch.index-by-platform.{p}", i) for p, i in spec.torch.index_by_platform.items()]
+        if spec.nightly:
+            refs.append(("nightly.index", spec.nightly.index))
+        return refs
+
+    def all(self) -> list[EnvSpec]:
+        return [self.get(n) for n in self.names]
+
+    def defaults(self) -> list[EnvSpec]:
+        return [s for s in self.all() if s.default]
+
+    def select(self, names: list[str] | None) -> list[EnvSpec]:
+        """Named envs, or the default envs when none are named."""
+        return [self.get(n) for n in names] if names else self.defaults()
+
+    def stack_for(self, spec: EnvSpec) -> list[str]:
+        return stack_requirements(spec, self.shared)
+
+
+def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) -> M:
+    data = read_toml(path)
+    if extra:
+        clash = set(extra) & set(data)
+        if clash:
+            raise SpecError(f"{path}: unknown key {sorted(clash)[0]!r} (it is set from the file name)")
+        data = {**data, **extra}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(path, exc)) from None

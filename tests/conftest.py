@@ -1,0 +1,70 @@
+"""Shared test configuration: markers that skip with a stated reason when a need is not met."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def pypi_reachable() -> str | None:
+    """None if PyPI answers, else the reason it does not."""
+    if os.environ.get("ENVLAB_OFFLINE") == "1":
+        return "ENVLAB_OFFLINE=1 is set"
+    try:
+        with urllib.request.urlopen("https://pypi.org/simple/pip/", timeout=10) as response:
+            response.read(1)
+    except OSError as exc:
+        return f"PyPI unreachable: {exc}"
+    return None
+
+
+def conda_missing() -> str | None:
+    for exe in ("micromamba", "mamba", "conda"):
+        if shutil.which(exe):
+            return None
+    return "no conda executable (conda, mamba or micromamba) on PATH"
+
+
+def gpu_missing() -> str | None:
+    if shutil.which("nvidia-smi") or Path("/proc/driver/nvidia/version").exists():
+        return None
+    return "no NVIDIA GPU/driver on this machine (no nvidia-smi, no /proc/driver/nvidia)"
+
+
+def browser_missing() -> str | None:
+    for exe in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(exe):
+            return None
+    return "no headless Chromium on PATH (apt-get install chromium)"
+
+
+def e2e_disabled() -> str | None:
+    if os.environ.get("ENVLAB_SKIP_E2E") == "1":
+        return "ENVLAB_SKIP_E2E=1 is set"
+    return pypi_reachable()
+
+
+CHECKS = {
+    "network": pypi_reachable,
+    "conda": conda_missing,
+    "gpu": gpu_missing,
+    "browser": browser_missing,
+    "e2e": e2e_disabled,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name, check in CHECKS.items():
+            if item.get_closest_marker(name) is not None:
+                reason = check()
+                if reason:
+                    item.add_marker(pytest.mark.skip(reason=f"[{name}] {reason}"))
