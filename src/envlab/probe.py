@@ -45,10 +45,11 @@ def torch_facts() -> dict[str, Any]:
         import torch
     except BaseException as exc:  # noqa: BLE001 - ImportError, OSError from a DLL, ...
         return {"error": _error(exc)}
-    facts["version"] = torch.__version__
-    facts["git_version"] = getattr(torch.version, "git_version", None)
-    facts["cuda"] = torch.version.cuda
-    facts["hip"] = getattr(torch.version, "hip", None)
+    facts["version"] = getattr(torch, "__version__", None)
+    version = getattr(torch, "version", None)
+    facts["git_version"] = getattr(version, "git_version", None)
+    facts["cuda"] = getattr(version, "cuda", None)
+    facts["hip"] = getattr(version, "hip", None)
     try:
         facts["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     except BaseException as exc:  # noqa: BLE001
@@ -57,7 +58,7 @@ def torch_facts() -> dict[str, Any]:
     # The compiled arch list, readable without a GPU (torch.cuda.get_arch_list() is [] then).
     flags = ""
     try:
-        if torch.version.cuda is not None and hasattr(torch._C, "_cuda_getArchFlags"):
+        if facts["cuda"] is not None and hasattr(torch._C, "_cuda_getArchFlags"):
             flags = torch._C._cuda_getArchFlags() or ""
     except BaseException as exc:  # noqa: BLE001
         facts["arch_flags_error"] = _error(exc)
@@ -83,7 +84,10 @@ def torch_facts() -> dict[str, Any]:
         facts["parallel"] = torch.__config__.parallel_info().splitlines()[:6]
     except BaseException as exc:  # noqa: BLE001
         facts["config_error"] = _error(exc)
-    facts["num_threads"] = torch.get_num_threads()
+    try:
+        facts["num_threads"] = torch.get_num_threads()
+    except BaseException as exc:  # noqa: BLE001
+        facts["num_threads_error"] = _error(exc)
     return facts
 
 

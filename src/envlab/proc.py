@@ -36,16 +36,18 @@ def run(
     stream: bool = False,
     timeout: float | None = None,
     quiet: bool = False,
+    unset: Sequence[str] = (),
 ) -> Completed:
     """Run ``argv``; log it; capture stdout+stderr (echoing live when ``stream``).
 
     Raises :class:`CommandError` carrying the return code and captured output when ``check``
     and the command fails; the output is printed to stderr so the failure can be diagnosed.
+    ``unset`` removes variables from the inherited environment (e.g. index settings for uv).
     """
     args = [os.fspath(a) for a in argv]
     if not quiet:
         log(f"$ {shlex.join(args)}")
-    full_env = dict(os.environ)
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
     if env:
         full_env.update(env)
     start = time.monotonic()

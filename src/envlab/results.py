@@ -24,8 +24,9 @@ from envlab.errors import ResultError
 from envlab.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
-Outcome = Literal["built", "unavailable", "build-failed", "verify-failed"]
-OUTCOMES: tuple[str, ...] = ("built", "verify-failed", "build-failed", "unavailable")
+# "external": an existing interpreter envlab probed and tested but did not build (test-host).
+Outcome = Literal["built", "external", "unavailable", "build-failed", "verify-failed"]
+OUTCOMES: tuple[str, ...] = ("built", "external", "verify-failed", "build-failed", "unavailable")
 TestOutcome = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed"]
 
 

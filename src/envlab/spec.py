@@ -39,7 +39,8 @@ def _check_requirement(value: str) -> str:
     try:
         Requirement(value)
     except InvalidRequirement as exc:
-        raise ValueError(f"a PEP 508 requirement, found {value!r} ({exc})") from None
+        detail = str(exc).splitlines()[0]
+        raise ValueError(f"a PEP 508 requirement like 'torch==2.10.0', found {value!r} ({detail})") from None
     return value
 
 

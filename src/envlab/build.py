@@ -1,0 +1,348 @@
+"""Layered env builds with uv: base venv -> torch layer -> stack layer -> [nightly forced reinstall].
+
+Rules enforced here (design rules 1, 2, 3, 5):
+- the torch layer comes from the env's torch index only (``--index-url``, never an extra index);
+- the stack is resolved with the installed torch layer pinned as constraints, so a stack package
+  that needs another torch is a resolution error naming that package, not a silent swap;
+- a nightly env ends with a forced reinstall of the torch family from the nightly index;
+- an unreachable index or a missing wheel is an ``unavailable`` outcome, never a substitution.
+
+An env is built in a partial directory and renamed into place only when every layer succeeded,
+so an interrupted build is never reused. An env whose build key (spec, requirements, index URLs,
+interpreter, lock) is unchanged is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from envlab import indexes, interpreters, platforms
+from envlab.errors import CommandError, IndexUnavailable, UserError
+from envlab.fsutil import atomic_write_json, stable_hash
+from envlab.log import log
+from envlab.proc import run
+from envlab.results import BuildRecord, Command, LayerRecord
+from envlab.spec import TORCH_FAMILY, EnvSpec, Matrix
+
+BUILD_FORMAT = 1  # bump when the layout of a built env changes
+MARKER = "envlab-build.json"
+FACTS = "envlab-facts.json"
+# uv/pip settings from the caller's environment must not add or replace indexes behind our back.
+UNSET_FOR_UV = (
+    "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_FIND_LINKS",
+    "UV_INDEX_STRATEGY", "UV_PRERELEASE", "UV_CONSTRAINT", "UV_OVERRIDE", "UV_TORCH_BACKEND",
+    "UV_NO_INDEX", "UV_PYTHON", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS",
+    "VIRTUAL_ENV", "CONDA_PREFIX",
+)
+# Packages of the torch layer that are tied to the torch build and must not move in later layers.
+_BUILD_COUPLED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton.*|nvidia-.*)$")
+
+
+class UnsupportedPlatform(UserError):
+    """The env declares this platform unsupported (or does not list it)."""
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    name: str
+    requirements: list[str]
+    index: indexes.Index | None
+    pre: bool = False
+    reinstall: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    spec: EnvSpec
+    platform: str
+    interpreter: interpreters.Interpreter
+    layers: list[LayerPlan]
+    env_dir: Path
+    lock_digest: str | None = None
+
+    @property
+    def key(self) -> str:
+        layers = [
+            (layer.name, layer.requirements, layer.index.url if layer.index else None, layer.pre)
+            for layer in self.layers
+        ]
+        return stable_hash(
+            BUILD_FORMAT, self.spec.spec_hash, self.platform, str(self.interpreter.path),
+            self.interpreter.version, layers, self.lock_digest,
+        )
+
+    def indexes(self) -> list[tuple[indexes.Index, str]]:
+        """(index, a package it must serve) for every index the build uses."""
+        seen: dict[str, tuple[indexes.Index, str]] = {}
+        for layer in self.layers:
+            if layer.index and layer.index.name not in seen and layer.requirements:
+                seen[layer.index.name] = (layer.index, Requirement(layer.requirements[0]).name)
+        return list(seen.values())
+
+
+@dataclass
+class BuildResult:
+    outcome: str  # built | unavailable | build-failed
+    record: BuildRecord
+    reason: str | None = None
+    python: Path | None = None
+    layer_packages: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def env_python(env_dir: Path) -> Path:
+    return env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def check_platform(spec: EnvSpec, platform: str) -> None:
+    if platform in spec.unsupported:
+        raise UnsupportedPlatform(f"{spec.name} is unsupported on {platform}: {spec.unsupported[platform]}")
+    if platform not in spec.platforms:
+        raise UnsupportedPlatform(
+            f"{spec.name} does not declare platform {platform} (declares {', '.join(spec.platforms)})"
+        )
+
+
+def plan(matrix: Matrix, spec: EnvSpec, envs_dir: Path, platform: str | None = None,
+         interpreter: interpreters.Interpreter | None = None) -> BuildPlan:
+    """The layers of ``spec`` on ``platform`` (default: this machine's)."""
+    platform = platform or platforms.current()
+    check_platform(spec, platform)
+    interpreter = interpreter or interpreters.find(spec.python)
+    idx = matrix.indexes
+    layers = [
+        LayerPlan("torch", list(spec.torch.packages), idx[spec.torch.index_for(platform)], spec.torch.pre),
+        LayerPlan("stack", matrix.stack_for(spec), idx[spec.stack.index]),
+    ]
+    if spec.nightly:
+        names = tuple(Requirement(r).name for r in spec.nightly.packages)
+        layers.append(LayerPlan("nightly", list(spec.nightly.packages), idx[spec.nightly.index], True, names))
+    return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name)
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def read_marker(env_dir: Path) -> dict | None:
+    try:
+        return json.loads((env_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def site_fingerprint(env_dir: Path) -> str:
+    """Hash of the installed distributions' dist-info names (changes when anything is (re)installed)."""
+    names = sorted(p.name for p in env_dir.glob("lib/python*/site-packages/*.dist-info"))
+    names += sorted(p.name for p in env_dir.glob("Lib/site-packages/*.dist-info"))
+    return stable_hash(names)
+
+
+def reusable(p: BuildPlan) -> BuildRecord | None:
+    marker = read_marker(p.env_dir)
+    if not marker or marker.get("key") != p.key or not env_python(p.env_dir).exists():
+        return None
+    record = BuildRecord.model_validate(marker["record"])
+    return record.model_copy(update={"reused": True})
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _uv() -> str:
+    exe = shutil.which("uv")
+    if exe:
+        return exe
+    try:
+        from uv import find_uv_bin  # the PyPI 'uv' package ships the binary
+
+        return find_uv_bin()
+    except Exception:  # noqa: BLE001 - any failure means "not installed"
+        raise UserError("uv not found: expected the 'uv' executable on PATH (pip install uv)") from None
+
+
+def installed(python: Path) -> dict[str, str]:
+    out = run([_uv(), "pip", "list", "--no-config", "--python", python, "--format", "json"],
+              quiet=True, unset=UNSET_FOR_UV)
+    return {_norm(d["name"]): d["version"] for d in json.loads(out.output.strip().splitlines()[-1])}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _layer_argv(layer: LayerPlan, python: Path, constraints: Path | None) -> list[str]:
+    assert layer.index is not None
+    argv = [_uv(), "pip", "install", "--no-config", "--python", str(python),
+            "--index-url", layer.index.url]
+    if layer.pre:
+        argv.append("--prerelease=allow")
+    for name in layer.reinstall:
+        argv += ["--reinstall-package", name]
+    if constraints:
+        argv += ["--constraint", str(constraints)]
+    return argv + list(layer.requirements)
+
+
+_MISSING = re.compile(
+    r"(?:no version of|not found in the package registry|no versions? of) ([A-Za-z0-9_.\-]+(?:[=<>!~]=?[^\s,]+)?)"
+)
+_CONFLICT = re.compile(r"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? depends? on (torch[^\s,]*)")
+_NETWORK = re.compile(r"(Failed to fetch|error sending request|Connection refused|dns error|timed out|Could not connect)", re.I)
+
+
+def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
+    """(outcome, one-line reason) for a failed layer command."""
+    index = layer.index
+    where = f"index {index.name!r} ({index.url})" if index else "no index"
+    if _NETWORK.search(output):
+        hint = index.hint() if index else ""
+        return "unavailable", f"{layer.name} layer: {where} unreachable; {hint}"
+    conflict = _CONFLICT.search(output)
+    if conflict and layer.name != "torch":
+        return "build-failed", (
+            f"{layer.name} layer: {conflict.group(1)} requires {conflict.group(2)}, "
+            "which conflicts with the installed torch layer (torch is a layer, never a transitive dependency)"
+        )
+    missing = _MISSING.search(output)
+    if missing:
+        outcome = "unavailable" if layer.name in ("torch", "nightly") else "build-failed"
+        return outcome, f"{layer.name} layer: wheel missing: {missing.group(1)} is not served by {where}"
+    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "no output")
+    return "build-failed", f"{layer.name} layer failed: {last}"
+
+
+def _constraints(packages: dict[str, str]) -> str:
+    return "".join(f"{n}=={v}\n" for n, v in sorted(packages.items()) if _BUILD_COUPLED.match(n))
+
+
+def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
+          on_layer: Callable[[str], None] | None = None) -> BuildResult:
+    """Build (or reuse) the env of ``p``. Never raises for an env-level failure: returns its outcome."""
+    spec = p.spec
+    if not force:
+        record = reusable(p)
+        if record is not None:
+            log(f"{spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
+            return BuildResult("built", record, python=env_python(p.env_dir),
+                               layer_packages=read_marker(p.env_dir).get("layer_packages", {}))  # type: ignore[union-attr]
+    record = BuildRecord(env_dir=str(p.env_dir), build_key=p.key, interpreter=f"{p.interpreter.path} ({p.interpreter.version})")
+    if probe_indexes:
+        for index, package in p.indexes():
+            log(f"{spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
+            try:
+                indexes.probe(index, package)
+            except IndexUnavailable as exc:
+                log(f"{spec.name}: unavailable: {exc}")
+                return BuildResult("unavailable", record, reason=str(exc))
+    started = time.monotonic()
+    parent = p.env_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{spec.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = parent / f".{spec.name}.partial-{os.getpid()}"
+    try:
+        result = _build_layers(p, partial, record, on_layer)
+        if result.outcome != "built":
+            return result
+        record.duration_s = round(time.monotonic() - started, 2)
+        atomic_write_json(partial / MARKER, {
+            "key": p.key, "record": record.model_dump(mode="json"),
+            "layer_packages": result.layer_packages, "fingerprint": site_fingerprint(partial),
+        })
+        _swap_into_place(partial, p.env_dir)
+        result.python = env_python(p.env_dir)
+        return result
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
+                  on_layer: Callable[[str], None] | None) -> BuildResult:
+    spec = p.spec
+    uv = _uv()
+    # base
+    t0 = time.monotonic()
+    log(f"{spec.name}: layer base: uv venv with Python {p.interpreter.version} ({p.interpreter.path})")
+    base = LayerRecord(name="base", requirements=[f"python=={p.interpreter.version}"])
+    record.layers.append(base)
+    try:
+        done = run([uv, "venv", "--no-config", "--relocatable", "--python", str(p.interpreter.path), str(partial)],
+                   unset=UNSET_FOR_UV)
+        base.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
+    except CommandError as exc:
+        base.outcome, base.message = "failed", str(exc)
+        return BuildResult("build-failed", record, reason=f"base layer: {exc}")
+    base.duration_s = round(time.monotonic() - t0, 2)
+    python = env_python(partial)
+    before: dict[str, str] = {}
+    layer_packages: dict[str, dict[str, str]] = {}
+    constraints: Path | None = None
+    for layer in p.layers:
+        if on_layer:
+            on_layer(layer.name)
+        assert layer.index is not None
+        lr = LayerRecord(name=layer.name, index=layer.index.name, index_url=layer.index.url,
+                         requirements=list(layer.requirements))
+        record.layers.append(lr)
+        if not layer.requirements:
+            lr.outcome = "skipped"
+            continue
+        t0 = time.monotonic()
+        log(f"{spec.name}: layer {layer.name}: {len(layer.requirements)} requirement(s) from "
+            f"index {layer.index.name!r} ({layer.index.url})" + (" [forced reinstall, --pre]" if layer.reinstall else ""))
+        argv = _layer_argv(layer, python, constraints if layer.name == "stack" else None)
+        try:
+            done = run(argv, stream=True, unset=UNSET_FOR_UV)
+            lr.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
+        except CommandError as exc:
+            lr.commands.append(Command(argv=exc.argv, returncode=exc.returncode, duration_s=round(time.monotonic() - t0, 2)))
+            outcome, reason = explain_failure(layer, exc.output)
+            lr.outcome = "unavailable" if outcome == "unavailable" else "failed"
+            lr.message = reason
+            lr.duration_s = round(time.monotonic() - t0, 2)
+            log(f"{spec.name}: {outcome}: {reason}")
+            return BuildResult(outcome, record, reason=reason)
+        after = installed(python)
+        changed = {n: v for n, v in after.items() if before.get(n) != v}
+        layer_packages[layer.name] = changed
+        lr.duration_s = round(time.monotonic() - t0, 2)
+        log(f"{spec.name}: layer {layer.name}: {len(changed)} package(s) installed or changed in {lr.duration_s:.1f}s")
+        if layer.name == "torch":
+            constraints = partial / "envlab-torch-constraints.txt"
+            constraints.write_text(_constraints(after), encoding="utf-8")
+        before = after
+    return BuildResult("built", record, layer_packages=layer_packages)
+
+
+def _swap_into_place(partial: Path, final: Path) -> None:
+    """Replace ``final`` by ``partial`` (the old env is removed only once the new one is complete)."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_facts(env_dir: Path, facts: dict) -> None:
+    atomic_write_json(env_dir / FACTS, {"fingerprint": site_fingerprint(env_dir), "facts": facts})
+
+
+def cached_facts(env_dir: Path) -> dict | None:
+    """Probe facts saved after the last verification, if nothing was installed since."""
+    try:
+        saved = json.loads((env_dir / FACTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved.get("fingerprint") != site_fingerprint(env_dir):
+        return None
+    return saved.get("facts")
+

@@ -1,0 +1,94 @@
+"""Find a Python interpreter of a requested minor version: PATH, pyenv, then uv's own."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from envlab.errors import InterpreterNotFound
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    path: Path
+    version: str  # full X.Y.Z
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+
+def _version_of(path: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            [str(path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout.strip()
+    return text if out.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+", text) else None
+
+
+def _pyenv_roots() -> list[Path]:
+    roots = []
+    if os.environ.get("PYENV_ROOT"):
+        roots.append(Path(os.environ["PYENV_ROOT"]))
+    roots.append(Path.home() / ".pyenv")
+    return [r / "versions" for r in roots if (r / "versions").is_dir()]
+
+
+def candidates(minor: str) -> list[Path]:
+    """Places a ``minor`` interpreter may be, most preferred first (not yet verified)."""
+    found: list[Path] = []
+    for name in (f"python{minor}",):
+        exe = shutil.which(name)
+        if exe:
+            found.append(Path(exe))
+    for versions in _pyenv_roots():
+        for entry in sorted(versions.glob(f"{minor}.*"), reverse=True):
+            if re.fullmatch(rf"{re.escape(minor)}\.\d+", entry.name):
+                found.append(entry / "bin" / f"python{minor}")
+    uv = shutil.which("uv")
+    if uv:
+        try:
+            out = subprocess.run(
+                [uv, "python", "find", "--no-config", "--no-python-downloads", minor],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                found.append(Path(out.stdout.strip()))
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for exe_name in ("python3", "python"):
+        exe = shutil.which(exe_name)
+        if exe:
+            found.append(Path(exe))
+    return found
+
+
+def find(minor: str) -> Interpreter:
+    """The first working interpreter of version ``minor``; else an error listing what was found."""
+    seen: dict[str, str] = {}
+    for path in candidates(minor):
+        if not path.exists():
+            continue
+        version = _version_of(path)
+        if version is None:
+            continue
+        if version.startswith(minor + "."):
+            return Interpreter(path, version)
+        seen.setdefault(version, str(path))
+    for versions in _pyenv_roots():
+        for entry in versions.iterdir():
+            if re.fullmatch(r"\d+\.\d+\.\d+", entry.name):
+                seen.setdefault(entry.name, str(entry))
+    listing = ", ".join(sorted(seen, key=lambda v: tuple(map(int, v.split("."))))) or "none"
+    raise InterpreterNotFound(
+        f"Python {minor} not found (looked on PATH, in pyenv versions and uv's interpreters); "
+        f"found: {listing}. Install it, e.g. `pyenv install {minor}` or `uv python install {minor}`"
+    )

@@ -1,0 +1,135 @@
+"""One env through the lab: build -> verify -> compat suite -> [benchmarks] -> result document."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from envlab import build, compat, verify
+from envlab.errors import IndexUnavailable, InterpreterNotFound, UserError
+from envlab.indexes import probe as probe_index
+from envlab.log import log
+from envlab.proc import run
+from envlab.project import Project
+from envlab.results import Benchmark, BuildRecord, CompatRun, Host, Result, Store, now_iso
+from envlab.spec import EnvSpec, Matrix
+
+PROBE = Path(__file__).with_name("probe.py")
+
+
+@dataclass
+class Options:
+    force: bool = False
+    compat: bool = True
+    bench: str | None = None  # None | quick | default | full
+    compat_args: list[str] = field(default_factory=list)
+    platform: str | None = None
+
+
+def probe_env(python: Path) -> dict:
+    """Facts from inside the env (stdlib-only probe, run by the env's interpreter)."""
+    done = run([str(python), str(PROBE)], quiet=True, check=False, timeout=600)
+    lines = [ln for ln in done.output.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"probe_error": f"probe printed no facts (exit {done.returncode}): {done.output.strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
+def _result(spec: EnvSpec, run_id: str, host: Host, outcome: str, reason: str | None,
+            record: BuildRecord | None = None) -> Result:
+    return Result(
+        schema_version=1, run_id=run_id, created=now_iso(), env=spec.name, spec_hash=spec.spec_hash,
+        description=spec.description, tags=list(spec.tags), host=host, outcome=outcome,  # type: ignore[arg-type]
+        reason=reason, build=record or BuildRecord(),
+    )
+
+
+def availability(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host,
+                 platform: str | None = None) -> Result | None:
+    """For an env that is not selected: an ``unavailable`` result if it could not be built here, else None."""
+    try:
+        p = build.plan(matrix, spec, project.envs, platform)
+        for index, package in p.indexes():
+            probe_index(index, package, attempts=1)
+    except (IndexUnavailable, InterpreterNotFound, build.UnsupportedPlatform) as exc:
+        log(f"{spec.name}: unavailable: {exc}")
+        return _result(spec, run_id, host, "unavailable", str(exc))
+    return None
+
+
+def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host,
+            options: Options) -> Result:
+    """Build, verify, test (and benchmark) one env; the outcome is in the result, never raised."""
+    started = time.monotonic()
+    log(f"== {spec.name}: {spec.description}")
+    try:
+        p = build.plan(matrix, spec, project.envs, options.platform)
+    except (InterpreterNotFound, build.UnsupportedPlatform) as exc:
+        log(f"{spec.name}: unavailable: {exc}")
+        return _result(spec, run_id, host, "unavailable", str(exc))
+    built = build.build(p, force=options.force)
+    if built.outcome != "built" or built.python is None:
+        return _result(spec, run_id, host, built.outcome, built.reason, built.record)
+    facts = build.cached_facts(p.env_dir) if built.record.reused else None
+    if facts is None:
+        if built.record.reused:
+            log(f"{spec.name}: packages changed since the last verification: probing again")
+        log(f"{spec.name}: probing the env")
+        facts = probe_env(built.python)
+        build.save_facts(p.env_dir, facts)
+    checks = verify.check(spec, facts, built.layer_packages)
+    failed = verify.failures(checks)
+    outcome = "verify-failed" if failed else "built"
+    reason = verify.summary(checks) if failed else None
+    log(f"{spec.name}: verify: {len(checks) - len(failed)}/{len(checks)} expectations hold"
+        + (f"; FAILED: {reason}" if failed else "")
+        + f" (ready after {time.monotonic() - started:.1f}s)")
+    result = _result(spec, run_id, host, outcome, reason, built.record)
+    result.checks = checks
+    result.facts = facts
+    if options.compat:
+        result.compat = compat.run_suite(built.python, project.compat_tests,
+                                         compat.expectations_json(spec.name, spec.expect),
+                                         extra_args=options.compat_args)
+    if options.bench:
+        result.benchmarks = run_benchmarks(project, built.python, options.bench, built.record)
+    return result
+
+
+def run_benchmarks(project: Project, python: Path, mode: str, record: BuildRecord | None) -> list[Benchmark]:
+    from envlab import bench
+
+    return bench.run_benchmarks(python, project.root, mode, project.work, build_record=record)
+
+
+def test_host(project: Project, python: Path, run_id: str, host: Host, name: str,
+              spec: EnvSpec | None, compat_args: list[str] | None = None) -> Result:
+    """Probe and test an interpreter envlab did not build (checks the environment someone has)."""
+    if not python.exists():
+        raise UserError(f"--python: expected an existing interpreter, found nothing at {python}")
+    facts = probe_env(python)
+    checks = verify.check(spec, facts) if spec else []
+    failed = verify.failures(checks)
+    result = Result(
+        schema_version=1, run_id=run_id, created=now_iso(), env=name,
+        spec_hash=spec.spec_hash if spec else "external",
+        description=f"existing interpreter {python}", tags=["external"], host=host,
+        outcome="verify-failed" if failed else "external",
+        reason=verify.summary(checks) if failed else None,
+        build=BuildRecord(interpreter=str(python)), checks=checks, facts=facts,
+    )
+    expect = compat.expectations_json(spec.name, spec.expect) if spec else None
+    result.compat = compat.run_suite(python, project.compat_tests, expect, extra_args=compat_args)
+    return result
+
+
+def write(project: Project, result: Result) -> Path:
+    path = Store(project.runs).write(result)
+    log(f"{result.env}: result written to {path}")
+    return path
+
+
+def compat_failed(run_: CompatRun | None) -> bool:
+    return bool(run_ and (run_.error or run_.counts()["failed"]))
