@@ -61,6 +61,28 @@ CHECKS = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="rewrite golden files under tests/data/golden from the current output")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest):  # noqa: ANN201 - returns a checker function
+    """Compare text with tests/data/golden/NAME; rewrite it only with --regen-golden."""
+    regen = request.config.getoption("--regen-golden")
+
+    def check(name: str, text: str) -> None:
+        path = ROOT / "tests" / "data" / "golden" / name
+        if regen:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        assert path.exists(), f"golden file {path} missing: run pytest --regen-golden once and review it"
+        assert text == path.read_text(encoding="utf-8"), f"output differs from golden file {path.name}"
+
+    return check
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for name, check in CHECKS.items():

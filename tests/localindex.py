@@ -41,12 +41,16 @@ def _module_source(name: str, version: str) -> str:
     return source
 
 
-def build_wheel(directory: Path, name: str, version: str, requires: list[str] | None = None) -> Path:
-    """Write ``name-version-py3-none-any.whl`` with the given Requires-Dist lines; return its path."""
+def build_wheel(directory: Path, name: str, version: str, requires: list[str] | None = None,
+                payload: str = "") -> Path:
+    """Write ``name-version-py3-none-any.whl`` with the given Requires-Dist lines; return its path.
+
+    ``payload`` is appended to the module, to make a different file with the same name.
+    """
     dist = name.replace("-", "_")
     dist_info = f"{dist}-{version}.dist-info"
     files = {
-        f"{dist}/__init__.py": _module_source(name, version).encode(),
+        f"{dist}/__init__.py": (_module_source(name, version) + payload).encode(),
         f"{dist_info}/METADATA": (
             "Metadata-Version: 2.1\n"
             f"Name: {name}\nVersion: {version}\n"
@@ -58,9 +62,9 @@ def build_wheel(directory: Path, name: str, version: str, requires: list[str] | 
     record += f"{dist_info}/RECORD,,\n"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-        archive.writestr(f"{dist_info}/RECORD", record)
+        # a fixed timestamp keeps wheels (and so their hashes, and golden lockfiles) reproducible
+        for path, data in [*files.items(), (f"{dist_info}/RECORD", record.encode())]:
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2026, 1, 1, 0, 0, 0)), data)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{dist}-{version}-py3-none-any.whl"
     target.write_bytes(buffer.getvalue())
@@ -75,8 +79,8 @@ class LocalIndexes:
     base_url: str = ""
     packages: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
-    def add(self, index: str, name: str, version: str, requires: list[str] | None = None) -> Path:
-        path = build_wheel(self.root / index / _norm(name), name, version, requires)
+    def add(self, index: str, name: str, version: str, requires: list[str] | None = None, payload: str = "") -> Path:
+        path = build_wheel(self.root / index / _norm(name), name, version, requires, payload)
         self.packages.setdefault(index, []).append((name, version))
         return path
 
@@ -118,14 +122,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _route(self, parts: list[str]) -> tuple[bytes | None, str]:
-        # /<index>/simple/<project>/  -> project page; /<index>/files/<project>/<wheel> -> file
+        # /<index>/simple/<project>/ -> project page; /<index>/simple/<project>/<wheel> -> the file
         if len(parts) == 3 and parts[1] == "simple":
             project = self.root / parts[0] / _norm(parts[2])
             wheels = sorted(project.glob("*.whl")) if project.is_dir() else []
             if not wheels:
                 return None, ""
             links = "".join(
-                f'<a href="../../files/{project.name}/{w.name}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a><br/>\n'
+                f'<a href="{w.name}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a><br/>\n'
                 for w in wheels
             )
             return f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode(), "text/html"
@@ -134,7 +138,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             names = sorted(p.name for p in index.iterdir()) if index.is_dir() else []
             links = "".join(f'<a href="{n}/">{n}</a><br/>\n' for n in names)
             return f"<html><body>{links}</body></html>".encode(), "text/html"
-        if len(parts) == 4 and parts[1] == "files":
+        if len(parts) == 4 and parts[1] == "simple":  # files live under the index URL, as on PyTorch's
             path = self.root / parts[0] / parts[2] / parts[3]
             if parts[2] in self.delays:
                 time.sleep(self.delays[parts[2]])

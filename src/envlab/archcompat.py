@@ -97,3 +97,15 @@ def coverage(flags: list[str] | str, device: Capability | str) -> tuple[Verdict,
 
 def covers(flags: list[str] | str, device: Capability | str) -> bool:
     return coverage(flags, device)[0] != "none"
+
+
+def sorted_flags(flags: list[str] | str) -> list[str]:
+    """The parsed arch flags, deduplicated and ordered by capability (SASS before PTX at a tie)."""
+    archs = {str(a): a for a in parse_arch_list(flags)}.values()
+    return [str(a) for a in sorted(archs, key=lambda a: (a.cap, a.kind != "sm", a.suffix))]
+
+
+def describe(flags: list[str] | str) -> str:
+    """'sm_37 sm_50 ... sm_90', or 'no CUDA kernels' for an empty list (a CPU build)."""
+    ordered = sorted_flags(flags)
+    return " ".join(ordered) if ordered else "no CUDA kernels"

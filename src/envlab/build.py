@@ -32,7 +32,7 @@ from envlab.fsutil import atomic_write_json, stable_hash
 from envlab.log import log
 from envlab.proc import run
 from envlab.results import BuildRecord, Command, LayerRecord
-from envlab.spec import TORCH_FAMILY, EnvSpec, Matrix
+from envlab.spec import EnvSpec, Matrix
 
 BUILD_FORMAT = 1  # bump when the layout of a built env changes
 MARKER = "envlab-build.json"
@@ -59,6 +59,7 @@ class LayerPlan:
     index: indexes.Index | None
     pre: bool = False
     reinstall: tuple[str, ...] = ()
+    lock: Path | None = None  # install exactly this pylock.toml instead of resolving
 
 
 @dataclass(frozen=True)
@@ -68,17 +69,18 @@ class BuildPlan:
     interpreter: interpreters.Interpreter
     layers: list[LayerPlan]
     env_dir: Path
-    lock_digest: str | None = None
+    mirrors: list[indexes.Index] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         layers = [
-            (layer.name, layer.requirements, layer.index.url if layer.index else None, layer.pre)
+            (layer.name, layer.requirements, layer.index.url if layer.index else None, layer.pre,
+             layer.lock.read_text(encoding="utf-8") if layer.lock else None)
             for layer in self.layers
         ]
         return stable_hash(
             BUILD_FORMAT, self.spec.spec_hash, self.platform, str(self.interpreter.path),
-            self.interpreter.version, layers, self.lock_digest,
+            self.interpreter.version, layers,
         )
 
     def indexes(self) -> list[tuple[indexes.Index, str]]:
@@ -113,20 +115,25 @@ def check_platform(spec: EnvSpec, platform: str) -> None:
 
 
 def plan(matrix: Matrix, spec: EnvSpec, envs_dir: Path, platform: str | None = None,
-         interpreter: interpreters.Interpreter | None = None) -> BuildPlan:
-    """The layers of ``spec`` on ``platform`` (default: this machine's)."""
+         interpreter: interpreters.Interpreter | None = None,
+         locks: dict[str, Path] | None = None) -> BuildPlan:
+    """The layers of ``spec`` on ``platform`` (default: this machine's), from ``locks`` where given."""
     platform = platform or platforms.current()
     check_platform(spec, platform)
     interpreter = interpreter or interpreters.find(spec.python)
     idx = matrix.indexes
+    locks = locks or {}
     layers = [
-        LayerPlan("torch", list(spec.torch.packages), idx[spec.torch.index_for(platform)], spec.torch.pre),
-        LayerPlan("stack", matrix.stack_for(spec), idx[spec.stack.index]),
+        LayerPlan("torch", list(spec.torch.packages), idx[spec.torch.index_for(platform)], spec.torch.pre,
+                  lock=locks.get("torch")),
+        LayerPlan("stack", matrix.stack_for(spec), idx[spec.stack.index], lock=locks.get("stack")),
     ]
     if spec.nightly:
         names = tuple(Requirement(r).name for r in spec.nightly.packages)
-        layers.append(LayerPlan("nightly", list(spec.nightly.packages), idx[spec.nightly.index], True, names))
-    return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name)
+        layers.append(LayerPlan("nightly", list(spec.nightly.packages), idx[spec.nightly.index], True, names,
+                                lock=locks.get("nightly")))
+    mirrors = [i for i in idx.values() if i.mirrored]
+    return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name, mirrors)
 
 
 # --------------------------------------------------------------------------- reuse
@@ -179,8 +186,11 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _layer_argv(layer: LayerPlan, python: Path, constraints: Path | None) -> list[str]:
+def _layer_argv(layer: LayerPlan, python: Path, constraints: Path | None, work: Path,
+                mirrors: list[indexes.Index]) -> list[str]:
     assert layer.index is not None
+    if layer.lock is not None:
+        return _locked_argv(layer, python, work, mirrors)
     argv = [_uv(), "pip", "install", "--no-config", "--python", str(python),
             "--index-url", layer.index.url]
     if layer.pre:
@@ -196,13 +206,17 @@ _MISSING = re.compile(
     r"(?:no version of|not found in the package registry|no versions? of) ([A-Za-z0-9_.\-]+(?:[=<>!~]=?[^\s,]+)?)"
 )
 _CONFLICT = re.compile(r"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? depends? on (torch[^\s,]*)")
-_NETWORK = re.compile(r"(Failed to fetch|error sending request|Connection refused|dns error|timed out|Could not connect)", re.I)
+_HASH = re.compile(r"hash mismatch|Hash mismatch|doesn't match the hash|hashes? (?:do|does) not match", re.IGNORECASE)
+_NETWORK = re.compile(r"(Failed to fetch|error sending request|Connection refused|dns error|timed out|Could not connect)", re.IGNORECASE)
 
 
 def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
     """(outcome, one-line reason) for a failed layer command."""
     index = layer.index
     where = f"index {index.name!r} ({index.url})" if index else "no index"
+    if _HASH.search(output):
+        line = next((ln.strip() for ln in output.splitlines() if _HASH.search(ln)), "hash mismatch")
+        return "build-failed", f"{layer.name} layer: a downloaded file does not match its locked hash, install refused ({line})"
     if _NETWORK.search(output):
         hint = index.hint() if index else ""
         return "unavailable", f"{layer.name} layer: {where} unreachable; {hint}"
@@ -220,6 +234,20 @@ def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
     return "build-failed", f"{layer.name} layer failed: {last}"
 
 
+def _locked_argv(layer: LayerPlan, python: Path, work: Path, mirrors: list[indexes.Index]) -> list[str]:
+    """Install exactly the locked files (hashes checked by uv); mirror URLs substituted where set."""
+    assert layer.lock is not None and layer.index is not None
+    text = layer.lock.read_text(encoding="utf-8")
+    for index in mirrors:
+        text = text.replace(index.declared_url + "/", index.url + "/")
+    copy = work / layer.lock.name
+    copy.write_text(text, encoding="utf-8")
+    argv = [_uv(), "pip", "install", "--no-config", "--preview-features", "pylock", "--python", str(python)]
+    for name in layer.reinstall:
+        argv += ["--reinstall-package", name]
+    return argv + ["-r", str(copy)]
+
+
 def _constraints(packages: dict[str, str]) -> str:
     return "".join(f"{n}=={v}\n" for n, v in sorted(packages.items()) if _BUILD_COUPLED.match(n))
 
@@ -234,7 +262,9 @@ def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
             log(f"{spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
             return BuildResult("built", record, python=env_python(p.env_dir),
                                layer_packages=read_marker(p.env_dir).get("layer_packages", {}))  # type: ignore[union-attr]
-    record = BuildRecord(env_dir=str(p.env_dir), build_key=p.key, interpreter=f"{p.interpreter.path} ({p.interpreter.version})")
+    locks = [str(layer.lock) for layer in p.layers if layer.lock]
+    record = BuildRecord(env_dir=str(p.env_dir), build_key=p.key, interpreter=f"{p.interpreter.path} ({p.interpreter.version})",
+                         lock=", ".join(locks) or None)
     if probe_indexes:
         for index, package in p.indexes():
             log(f"{spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
@@ -297,9 +327,10 @@ def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
             lr.outcome = "skipped"
             continue
         t0 = time.monotonic()
-        log(f"{spec.name}: layer {layer.name}: {len(layer.requirements)} requirement(s) from "
-            f"index {layer.index.name!r} ({layer.index.url})" + (" [forced reinstall, --pre]" if layer.reinstall else ""))
-        argv = _layer_argv(layer, python, constraints if layer.name == "stack" else None)
+        source = f"lock {layer.lock.name}" if layer.lock else f"{len(layer.requirements)} requirement(s)"
+        log(f"{spec.name}: layer {layer.name}: {source} from index {layer.index.name!r} ({layer.index.url})"
+            + (" [forced reinstall, --pre]" if layer.reinstall else ""))
+        argv = _layer_argv(layer, python, constraints if layer.name == "stack" else None, partial, p.mirrors)
         try:
             done = run(argv, stream=True, unset=UNSET_FOR_UV)
             lr.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))

@@ -23,10 +23,9 @@ BENCH_MODES = ("quick", "default", "full")
 
 def _host(project: Project, matrix: Matrix) -> Host:
     """This machine's identity for results, with the doctor's verdicts attached."""
-    from envlab import detect, doctor
+    from envlab import doctor
 
-    facts = detect.detect_host()
-    return detect.result_host(facts, doctor.doctor_json(matrix, facts, _built_arch_flags(project)))
+    return doctor.host_identity(matrix, arch_flags=_built_arch_flags(project))
 
 
 def _built_arch_flags(project: Project) -> dict[str, list[str]]:
@@ -90,7 +89,7 @@ def _run_envs(project: Project, matrix: Matrix, names: list[str], options: pipel
 
 def _options(args: argparse.Namespace) -> pipeline.Options:
     return pipeline.Options(force=getattr(args, "force", False), compat=not getattr(args, "no_compat", False),
-                            bench=getattr(args, "bench", None), platform=None,
+                            bench=getattr(args, "bench", None), platform=None, relock=getattr(args, "relock", False),
                             compat_args=shlex.split(getattr(args, "pytest_args", "") or ""))
 
 
@@ -205,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the inputs are unchanged")
     p.add_argument("--bench", choices=BENCH_MODES, help="also run the benchmarks in this mode")
     p.add_argument("--no-compat", action="store_true", help="build and verify only")
+    p.add_argument("--relock", action="store_true", help="relock a stale (or missing) lock before building")
     p.add_argument("--pytest-args", default="", help="extra pytest arguments for the compat suite, e.g. '-k blas'")
     p.set_defaults(func=cmd_test)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from envlab.errors import InterpreterNotFound
+from envlab.errors import CommandError, InterpreterNotFound
+from envlab.proc import run
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,20 @@ class Interpreter:
         return ".".join(self.version.split(".")[:2])
 
 
-def _version_of(path: Path) -> str | None:
+def _quiet(argv: list[str]) -> str | None:
+    """stdout of a probe command, or None if it failed (a missing interpreter is not an error here)."""
     try:
-        out = subprocess.run(
-            [str(path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        done = run(argv, check=False, quiet=True, timeout=30)
+    except CommandError:
         return None
-    text = out.stdout.strip()
-    return text if out.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+", text) else None
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def _identify(path: Path) -> tuple[str, Path] | None:
+    """(X.Y.Z, the real executable behind ``path``, e.g. behind a pyenv shim) or None."""
+    text = _quiet([str(path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3], sys.executable)"]) or ""
+    version, _, exe = text.partition(" ")
+    return (version, Path(exe)) if re.fullmatch(r"\d+\.\d+\.\d+", version) and exe else None
 
 
 def _pyenv_roots() -> list[Path]:
@@ -55,15 +59,9 @@ def candidates(minor: str) -> list[Path]:
                 found.append(entry / "bin" / f"python{minor}")
     uv = shutil.which("uv")
     if uv:
-        try:
-            out = subprocess.run(
-                [uv, "python", "find", "--no-config", "--no-python-downloads", minor],
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                found.append(Path(out.stdout.strip()))
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        out = _quiet([uv, "python", "find", "--no-config", "--no-python-downloads", minor])
+        if out:
+            found.append(Path(out.splitlines()[-1]))
     for exe_name in ("python3", "python"):
         exe = shutil.which(exe_name)
         if exe:
@@ -77,11 +75,12 @@ def find(minor: str) -> Interpreter:
     for path in candidates(minor):
         if not path.exists():
             continue
-        version = _version_of(path)
-        if version is None:
+        found = _identify(path)
+        if found is None:
             continue
+        version, real = found
         if version.startswith(minor + "."):
-            return Interpreter(path, version)
+            return Interpreter(real, version)
         seen.setdefault(version, str(path))
     for versions in _pyenv_roots():
         for entry in versions.iterdir():

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envlab import build, compat, verify
-from envlab.errors import IndexUnavailable, InterpreterNotFound, UserError
+from envlab import build, compat, lock, platforms, verify
+from envlab.errors import IndexUnavailable, InterpreterNotFound, LockError, UserError
 from envlab.indexes import probe as probe_index
 from envlab.log import log
 from envlab.proc import run
@@ -26,6 +26,7 @@ class Options:
     bench: str | None = None  # None | quick | default | full
     compat_args: list[str] = field(default_factory=list)
     platform: str | None = None
+    relock: bool = False
 
 
 def probe_env(python: Path) -> dict:
@@ -65,7 +66,14 @@ def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: 
     started = time.monotonic()
     log(f"== {spec.name}: {spec.description}")
     try:
-        p = build.plan(matrix, spec, project.envs, options.platform)
+        locks = _locks_for(project, matrix, spec, options)
+    except LockError as exc:
+        log(f"{spec.name}: {exc}")
+        outcome = "unavailable" if str(exc).startswith("unavailable") else "build-failed"
+        return _result(spec, run_id, host, outcome, str(exc))
+    try:
+        p = build.plan(matrix, spec, project.envs, options.platform,
+                       locks={layer: lk.path for layer, lk in (locks or {}).items()})
     except (InterpreterNotFound, build.UnsupportedPlatform) as exc:
         log(f"{spec.name}: unavailable: {exc}")
         return _result(spec, run_id, host, "unavailable", str(exc))
@@ -80,6 +88,9 @@ def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: 
         facts = probe_env(built.python)
         build.save_facts(p.env_dir, facts)
     checks = verify.check(spec, facts, built.layer_packages)
+    if locks:
+        locked = {name: version for lk in locks.values() for name, version in lk.packages.items()}
+        checks.append(verify.matches_lock(facts, locked))
     failed = verify.failures(checks)
     outcome = "verify-failed" if failed else "built"
     reason = verify.summary(checks) if failed else None
@@ -96,6 +107,25 @@ def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: 
     if options.bench:
         result.benchmarks = run_benchmarks(project, built.python, options.bench, built.record)
     return result
+
+
+def _locks_for(project: Project, matrix: Matrix, spec: EnvSpec, options: Options) -> dict[str, lock.LayerLock] | None:
+    """The env's committed locks for this platform (relocked first if asked); stale locks refuse."""
+    if not spec.locked:
+        return None
+    platform = options.platform or platforms.current()
+    if platform not in spec.platforms:
+        return None
+    if options.relock:
+        lock.relock(project, matrix, spec, platform)
+    found = lock.env_locks(project, spec, platform)
+    if found is None:
+        log(f"{spec.name}: no lock for {platform}: resolving at build time (`nox -s lock` pins it)")
+        return None
+    stale = lock.staleness(matrix, spec, found, platform)
+    if stale:
+        raise LockError(stale + f", or pass --relock to `test {spec.name}`")
+    return found
 
 
 def run_benchmarks(project: Project, python: Path, mode: str, record: BuildRecord | None) -> list[Benchmark]:

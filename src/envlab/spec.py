@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from envlab import catalog, platforms
 from envlab.errors import SpecError, UnknownEnvError
@@ -124,6 +132,7 @@ class EnvSpec(Strict):
     platforms: list[str]
     unsupported: dict[str, str] = Field(default_factory=dict)
     version_notes: str = ""
+    locked: bool = True
     torch: TorchLayer
     stack: StackLayer = Field(default_factory=StackLayer)
     nightly: NightlyLayer | None = None
@@ -296,7 +305,7 @@ def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) 
     if extra:
         clash = set(extra) & set(data)
         if clash:
-            raise SpecError(f"{path}: unknown key {sorted(clash)[0]!r} (it is set from the file name)")
+            raise SpecError(f"{path}: unknown key {min(clash)!r} (it is set from the file name)")
         data = {**data, **extra}
     try:
         return model.model_validate(data)

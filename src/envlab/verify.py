@@ -190,6 +190,21 @@ def check(spec: EnvSpec, facts: dict, layer_packages: dict[str, dict[str, str]] 
     return checks
 
 
+def matches_lock(facts: dict, locked: dict[str, str]) -> Check:
+    """The installed distributions are exactly the locked set (names and versions)."""
+    installed = {n: d.get("version") for n, d in (facts.get("distributions") or {}).items()}
+    extra = sorted(set(installed) - set(locked))
+    missing = sorted(set(locked) - set(installed))
+    moved = sorted(n for n in set(locked) & set(installed) if _release(installed[n]) != _release(locked[n])
+                   and installed[n] != locked[n])
+    problems = ([f"not locked: {', '.join(extra[:5])}"] if extra else []) + \
+        ([f"missing: {', '.join(missing[:5])}"] if missing else []) + \
+        ([f"other version: {', '.join(f'{n} {installed[n]} (locked {locked[n]})' for n in moved[:5])}"] if moved else [])
+    return Check(name="matches-lock", ok=not problems, expected=f"exactly the {len(locked)} locked distributions",
+                 found="; ".join(problems) or f"{len(installed)} installed, all locked",
+                 layer=None if not problems else "stack", message="" if not problems else "the env differs from its lock")
+
+
 def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok]
 

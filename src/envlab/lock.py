@@ -1,0 +1,410 @@
+"""Per-platform lockfiles for the pip layers (PEP 751 ``pylock.toml``, written by uv).
+
+``locks/<env>/pylock.<platform>-<layer>.toml`` pins every file of a layer with its URL and hash.
+Layers are locked as they are built: the torch layer from the env's torch index only; the stack
+with every torch-layer package pinned and sourced from the torch index (explicit), everything
+else from the stack index; the nightly layer from the nightly index with pre-releases.
+
+Each lockfile carries ``[tool.envlab]`` with the hash of its inputs (spec, shared stack, index
+URLs, Python, platform), so a stale lock is detected (``--check``); ``--diff`` shows what a relock
+would change; ``--verify`` checks every locked file is still downloadable from its index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from envlab import platforms as platform_names
+from envlab.build import (
+    UNSET_FOR_UV,
+    LayerPlan,
+    UnsupportedPlatform,
+    _uv,
+    check_platform,
+    explain_failure,
+)
+from envlab.errors import CommandError, LockError
+from envlab.fsutil import atomic_write_text, stable_hash
+from envlab.indexes import Index
+from envlab.log import log
+from envlab.proc import run
+from envlab.project import Project
+from envlab.spec import EnvSpec, Matrix
+
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    name: str
+    version: str
+    url: str
+    sha256: str | None
+
+
+@dataclass
+class LayerLock:
+    """One parsed ``pylock.<platform>-<layer>.toml``."""
+
+    path: Path
+    env: str
+    platform: str
+    layer: str
+    input_hash: str
+    index: str
+    packages: dict[str, str] = field(default_factory=dict)
+    files: list[LockedFile] = field(default_factory=list)
+
+
+def lock_path(project: Project, env: str, platform: str, layer: str) -> Path:
+    return project.locks / env / f"pylock.{platform}-{layer}.toml"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def input_hash(matrix: Matrix, spec: EnvSpec, platform: str) -> str:
+    """Hash of everything that decides a lock's content."""
+    used = sorted({spec.torch.index_for(platform), spec.stack.index} | ({spec.nightly.index} if spec.nightly else set()))
+    return stable_hash(
+        LOCK_FORMAT, spec.model_dump(mode="json", exclude={"description", "version_notes", "tags", "default"}),
+        matrix.stack_for(spec), {name: matrix.indexes[name].declared_url for name in used}, platform,
+    )
+
+
+def read(path: Path) -> LayerLock:
+    """Parse a lockfile written by :func:`lock_env`; raises LockError naming the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LockError(f"{path}: lockfile not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise LockError(f"{path}: expected a pylock.toml lockfile, found invalid TOML ({exc})") from None
+    meta = (data.get("tool") or {}).get("envlab")
+    if not isinstance(meta, dict) or "input-hash" not in meta:
+        raise LockError(f"{path}: expected a [tool.envlab] table with input-hash, found none (not written by envlab lock)")
+    lock = LayerLock(path, meta["env"], meta["platform"], meta["layer"], meta["input-hash"], meta.get("index", ""))
+    for pkg in data.get("packages", []):
+        name, version = _norm(pkg["name"]), str(pkg.get("version", ""))
+        lock.packages[name] = version
+        for wheel in pkg.get("wheels", []) + ([pkg["sdist"]] if "sdist" in pkg else []):
+            lock.files.append(LockedFile(name, version, wheel.get("url", ""), (wheel.get("hashes") or {}).get("sha256")))
+    return lock
+
+
+def env_locks(project: Project, spec: EnvSpec, platform: str) -> dict[str, LayerLock] | None:
+    """The env's layer locks for ``platform``, or None if it has none."""
+    layers = ["torch", "stack"] + (["nightly"] if spec.nightly else [])
+    paths = {layer: lock_path(project, spec.name, platform, layer) for layer in layers}
+    if not any(p.exists() for p in paths.values()):
+        return None
+    missing = [layer for layer, p in paths.items() if not p.exists()]
+    if missing:
+        raise LockError(f"locks/{spec.name}: the {', '.join(missing)} layer lock(s) for {platform} are missing; run `nox -s lock`")
+    return {layer: read(p) for layer, p in paths.items()}
+
+
+def staleness(matrix: Matrix, spec: EnvSpec, locks: dict[str, LayerLock], platform: str) -> str | None:
+    """Why the locks are stale, or None when they match the current inputs."""
+    want = input_hash(matrix, spec, platform)
+    stale = [layer for layer, lock in locks.items() if lock.input_hash != want]
+    if stale:
+        return (f"locks/{spec.name} ({platform}) is stale: its inputs changed since it was locked "
+                f"(envspec, shared stack, index URLs or Python); run `nox -s lock -- {spec.name}`")
+    return None
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _compile(argv_tail: list[str], target: Path, platform: str, python: str) -> None:
+    argv = [_uv(), "pip", "compile", "--no-config", "--quiet", "--format", "pylock.toml",
+            "--python-version", python, "--python-platform", platform_names.UV_TARGETS[platform],
+            "-o", str(target), *argv_tail]
+    run(argv, unset=UNSET_FOR_UV)
+
+
+def _layer_files(work: Path, layer: str) -> Path:
+    return work / f"pylock.{layer}.toml"
+
+
+def _strip_header_and_tag(text: str, meta: dict[str, str], rewrite: dict[str, str]) -> str:
+    """Drop uv's header comment (it names temporary paths), rewrite mirror URLs, append [tool.envlab]."""
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    body = "\n".join(lines).strip() + "\n"
+    for effective, declared in rewrite.items():
+        body = body.replace(effective + "/", declared + "/")
+    tool = "\n[tool.envlab]\n" + "".join(f'{k} = "{v}"\n' for k, v in meta.items())
+    return body + tool
+
+
+def _keep_packages(text: str, drop: set[str]) -> str:
+    """Remove ``[[packages]]`` entries whose name is in ``drop`` from a pylock text."""
+    head, *entries = re.split(r"(?m)^\[\[packages\]\]\n", text)
+    kept = []
+    for entry in entries:
+        match = re.search(r'(?m)^name = "([^"]+)"', entry)
+        if match and _norm(match.group(1)) in drop:
+            continue
+        kept.append(entry)
+    return head + "".join("[[packages]]\n" + e for e in kept)
+
+
+def resolve(matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, str]:
+    """Lock texts per layer for ``platform`` (nothing written). Raises on resolution failure."""
+    check_platform(spec, platform)
+    digest = input_hash(matrix, spec, platform)
+    torch_index = matrix.indexes[spec.torch.index_for(platform)]
+    stack_index = matrix.indexes[spec.stack.index]
+    rewrite = {i.url: i.declared_url for i in matrix.indexes.values() if i.mirrored}
+    texts: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="envlab-lock-") as tmp:
+        work = Path(tmp)
+        # torch layer: the torch index only
+        (work / "torch.in").write_text("\n".join(spec.torch.packages) + "\n", encoding="utf-8")
+        tail = ["--index-url", torch_index.url, str(work / "torch.in")]
+        if spec.torch.pre:
+            tail.insert(0, "--prerelease=allow")
+        _run_layer("torch", torch_index, lambda: _compile(tail, _layer_files(work, "torch"), platform, spec.python))
+        torch_text = _layer_files(work, "torch").read_text(encoding="utf-8")
+        torch_pins = _pins(torch_text)
+        # stack layer: the torch layer pinned and sourced from the torch index (explicit)
+        stack_reqs = matrix.stack_for(spec)
+        (work / "stack").mkdir()
+        (work / "stack" / "pyproject.toml").write_text(
+            _stack_project(spec, torch_pins, stack_reqs, torch_index, stack_index), encoding="utf-8")
+        _run_layer("stack", stack_index, lambda: _compile(
+            ["--default-index", stack_index.url, str(work / "stack" / "pyproject.toml")],
+            _layer_files(work, "stack"), platform, spec.python))
+        stack_text = _keep_packages(_layer_files(work, "stack").read_text(encoding="utf-8"), set(torch_pins))
+        texts["torch"] = torch_text
+        texts["stack"] = stack_text
+        if spec.nightly:
+            nightly_index = matrix.indexes[spec.nightly.index]
+            (work / "nightly.in").write_text("\n".join(spec.nightly.packages) + "\n", encoding="utf-8")
+            _run_layer("nightly", nightly_index, lambda: _compile(
+                ["--prerelease=allow", "--index-url", nightly_index.url, str(work / "nightly.in")],
+                _layer_files(work, "nightly"), platform, spec.python))
+            nightly_text = _layer_files(work, "nightly").read_text(encoding="utf-8")
+            names = {_norm(Requirement(r).name) for r in spec.nightly.packages}
+            texts["nightly"] = _keep_packages(nightly_text, set(_pins(nightly_text)) - names)
+    indexes_by_layer = {"torch": torch_index.name, "stack": stack_index.name,
+                        "nightly": spec.nightly.index if spec.nightly else ""}
+    return {
+        layer: _strip_header_and_tag(text, {"env": spec.name, "platform": platform, "layer": layer,
+                                            "index": indexes_by_layer[layer], "input-hash": digest,
+                                            "format": str(LOCK_FORMAT)}, rewrite)
+        for layer, text in texts.items()
+    }
+
+
+def _run_layer(layer: str, index: Index, action) -> None:
+    try:
+        action()
+    except CommandError as exc:
+        outcome, reason = explain_failure(LayerPlan(layer, [], index), exc.output)
+        raise LockError(f"{outcome}: {reason}") from None
+
+
+def _pins(pylock_text: str) -> dict[str, str]:
+    data = tomllib.loads(pylock_text)
+    return {_norm(p["name"]): str(p["version"]) for p in data.get("packages", [])}
+
+
+def _stack_project(spec: EnvSpec, torch_pins: dict[str, str], stack: list[str],
+                   torch_index: Index, stack_index: Index) -> str:
+    deps = [f"{n}=={v}" for n, v in sorted(torch_pins.items())] + stack
+    body = ("[project]\nname = \"envlab-stack-lock\"\nversion = \"0\"\n"
+            f"requires-python = \">={spec.python}\"\ndependencies = {json.dumps(deps)}\n")
+    if torch_index.url != stack_index.url:
+        body += "\n[tool.uv.sources]\n" + "".join(f'"{n}" = {{ index = "envlab-torch" }}\n' for n in sorted(torch_pins))
+        body += f'\n[[tool.uv.index]]\nname = "envlab-torch"\nurl = "{torch_index.url}"\nexplicit = true\n'
+    return body
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def _head(url: str, timeout: float) -> int:
+    """HTTP status of ``url`` (HEAD, falling back to a 1-byte ranged GET)."""
+    for method, headers in (("HEAD", {}), ("GET", {"Range": "bytes=0-0"})):
+        request = urllib.request.Request(url, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            if exc.code == 405 and method == "HEAD":
+                continue
+            return exc.code
+    return 405
+
+
+def check_file(url: str, *, attempts: int = 3, timeout: float = 15.0, backoff: float = 0.5) -> tuple[str, str]:
+    """("ok" | "gone" | "network", detail). 404/410 is gone; network errors are retried first."""
+    if url.startswith("file://"):
+        return ("ok", "") if Path(url.removeprefix("file://")).exists() else ("gone", "file missing")
+    detail = ""
+    for attempt in range(attempts):
+        try:
+            status = _head(url, timeout)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            detail = str(getattr(exc, "reason", exc))
+        else:
+            if status in (200, 206):
+                return "ok", ""
+            if status in (404, 410):
+                return "gone", f"HTTP {status}"
+            detail = f"HTTP {status}"
+        time.sleep(backoff * (2 ** attempt))
+    return "network", f"{detail} (after {attempts} attempts)"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _diff(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        if name not in old:
+            lines.append(f"  + {name} {new[name]}")
+        elif name not in new:
+            lines.append(f"  - {name} {old[name]}")
+        elif old[name] != new[name]:
+            lines.append(f"  ~ {name} {old[name]} -> {new[name]}")
+    return lines
+
+
+def _targets(matrix: Matrix, envs: list[str] | None, only: list[str] | None) -> list[tuple[EnvSpec, str]]:
+    specs = [matrix.get(n) for n in envs] if envs else matrix.all()
+    for p in only or []:
+        if p not in platform_names.KNOWN:
+            raise LockError(f"--platform: expected one of {', '.join(platform_names.KNOWN)}, found {p!r}")
+    return [(s, p) for s in specs for p in s.platforms if not only or p in only]
+
+
+def main(project: Project, matrix: Matrix, *, envs: list[str] | None, check: bool = False, diff: bool = False,
+         verify_urls: bool = False, platforms: list[str] | None = None) -> int:
+    targets = _targets(matrix, envs, platforms)
+    for spec in ([matrix.get(n) for n in envs] if envs else matrix.all()):
+        for platform, reason in spec.unsupported.items():
+            if not platforms or platform in platforms:
+                log(f"{spec.name} {platform}: skipped: declared unsupported ({reason})")
+    if check:
+        return _check(project, matrix, targets)
+    if verify_urls:
+        return _verify(project, matrix, targets)
+    return _lock(project, matrix, targets, write=not diff)
+
+
+def _check(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]) -> int:
+    stale: list[str] = []
+    stale_envs: list[str] = []
+    for spec, platform in targets:
+        try:
+            locks = env_locks(project, spec, platform)
+        except LockError as exc:
+            stale.append(str(exc))
+            stale_envs.append(spec.name)
+            continue
+        if locks is None:
+            if not spec.locked:
+                continue
+            log(f"{spec.name} {platform}: no lock (not locked yet, or its index was unreachable when locking)")
+            continue
+        reason = staleness(matrix, spec, locks, platform)
+        if reason:
+            stale.append(reason)
+            stale_envs.append(spec.name)
+        else:
+            log(f"{spec.name} {platform}: lock is up to date")
+    for line in stale:
+        print(line)
+    if stale:
+        print(f"stale locks: {', '.join(sorted(set(stale_envs)))}")
+        return 1
+    return 0
+
+
+def effective_url(url: str, matrix: Matrix) -> str:
+    """A locked (declared) URL with any mirror override applied."""
+    for index in matrix.indexes.values():
+        if index.mirrored and url.startswith(index.declared_url + "/"):
+            return index.url + url[len(index.declared_url):]
+    return url
+
+
+def _verify(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]) -> int:
+    gone, network, checked = [], [], 0
+    for spec, platform in targets:
+        locks = env_locks(project, spec, platform) or {}
+        for layer, lock in locks.items():
+            log(f"{spec.name} {platform} {layer}: checking {len(lock.files)} locked file(s)")
+            for f in lock.files:
+                checked += 1
+                state, detail = check_file(effective_url(f.url, matrix))
+                where = f"{spec.name} {platform} {layer}: {f.name} {f.version} ({f.url})"
+                if state == "gone":
+                    gone.append(f"GONE     {where}: {detail}")
+                elif state == "network":
+                    network.append(f"UNKNOWN  {where}: network error: {detail}")
+    for line in gone + network:
+        print(line)
+    print(f"checked {checked} locked file(s): {len(gone)} gone, {len(network)} unreachable (network), "
+          f"{checked - len(gone) - len(network)} ok")
+    return 1 if gone else (3 if network else 0)
+
+
+def relock(project: Project, matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, list[str]]:
+    """Resolve and write ``spec``'s locks for ``platform``; the changes per layer."""
+    changes: dict[str, list[str]] = {}
+    for layer, text in resolve(matrix, spec, platform).items():
+        path = lock_path(project, spec.name, platform, layer)
+        old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
+        changes[layer] = _diff(old, _pins(text))
+        atomic_write_text(path, text)
+        log(f"{spec.name} {platform} {layer}: {len(_pins(text))} package(s) locked in {path.relative_to(project.root)}"
+            + (f" ({len(changes[layer])} change(s))" if old and changes[layer] else ""))
+    return changes
+
+
+def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], write: bool) -> int:
+    problems = failures = 0
+    for spec, platform in targets:
+        if not spec.locked:
+            log(f"{spec.name} {platform}: not locked by design (locked = false: resolved at build time)")
+            continue
+        log(f"{spec.name} {platform}: resolving")
+        try:
+            if write:
+                relock(project, matrix, spec, platform)
+                continue
+            texts = resolve(matrix, spec, platform)
+        except (LockError, UnsupportedPlatform) as exc:
+            problems += 1
+            failures += not str(exc).startswith("unavailable")
+            log(f"{spec.name} {platform}: {exc}")
+            print(f"{spec.name} {platform}: {exc}")
+            continue
+        for layer, text in texts.items():
+            path = lock_path(project, spec.name, platform, layer)
+            old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
+            changes = _diff(old, _pins(text))
+            print(f"{spec.name} {platform} {layer}: " + (f"{len(changes)} change(s)" if changes else "no change"))
+            for line in changes:
+                print(line)
+    if problems:
+        print(f"{problems} env/platform lock(s) could not be resolved (see above); the others were "
+              + ("checked" if not write else "written"))
+    return 1 if failures else 0
+
