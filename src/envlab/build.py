@@ -26,7 +26,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from envlab import indexes, interpreters, platforms
+from envlab import conda, indexes, interpreters, platforms
 from envlab.errors import CommandError, IndexUnavailable, UserError
 from envlab.fsutil import atomic_write_json, stable_hash
 from envlab.log import log
@@ -60,16 +60,26 @@ class LayerPlan:
     pre: bool = False
     reinstall: tuple[str, ...] = ()
     lock: Path | None = None  # install exactly this pylock.toml instead of resolving
+    editables: tuple[Path, ...] = ()  # local projects installed editable in this layer
+
+
+@dataclass(frozen=True)
+class CondaBase:
+    """A conda base layer: the env's environment.yml, locked by conda-lock."""
+
+    environment: Path
+    lockfile: Path
 
 
 @dataclass(frozen=True)
 class BuildPlan:
     spec: EnvSpec
     platform: str
-    interpreter: interpreters.Interpreter
+    interpreter: interpreters.Interpreter | None  # None for a conda base (conda provides Python)
     layers: list[LayerPlan]
     env_dir: Path
     mirrors: list[indexes.Index] = field(default_factory=list)
+    conda: CondaBase | None = None
 
     @property
     def key(self) -> str:
@@ -78,10 +88,11 @@ class BuildPlan:
              layer.lock.read_text(encoding="utf-8") if layer.lock else None)
             for layer in self.layers
         ]
-        return stable_hash(
-            BUILD_FORMAT, self.spec.spec_hash, self.platform, str(self.interpreter.path),
-            self.interpreter.version, layers,
+        base = (
+            (self.conda.lockfile.read_text(encoding="utf-8") if self.conda.lockfile.exists() else None)
+            if self.conda else (str(self.interpreter.path), self.interpreter.version) if self.interpreter else None
         )
+        return stable_hash(BUILD_FORMAT, self.spec.spec_hash, self.platform, base, layers)
 
     def indexes(self) -> list[tuple[indexes.Index, str]]:
         """(index, a package it must serve) for every index the build uses."""
@@ -116,24 +127,26 @@ def check_platform(spec: EnvSpec, platform: str) -> None:
 
 def plan(matrix: Matrix, spec: EnvSpec, envs_dir: Path, platform: str | None = None,
          interpreter: interpreters.Interpreter | None = None,
-         locks: dict[str, Path] | None = None) -> BuildPlan:
+         locks: dict[str, Path] | None = None, conda_base: CondaBase | None = None) -> BuildPlan:
     """The layers of ``spec`` on ``platform`` (default: this machine's), from ``locks`` where given."""
     platform = platform or platforms.current()
     check_platform(spec, platform)
-    interpreter = interpreter or interpreters.find(spec.python)
+    if conda_base is None:
+        interpreter = interpreter or interpreters.find(spec.python)
     idx = matrix.indexes
     locks = locks or {}
     layers = [
         LayerPlan("torch", list(spec.torch.packages), idx[spec.torch.index_for(platform)], spec.torch.pre,
                   lock=locks.get("torch")),
-        LayerPlan("stack", matrix.stack_for(spec), idx[spec.stack.index], lock=locks.get("stack")),
+        LayerPlan("stack", matrix.stack_for(spec), idx[spec.stack.index], lock=locks.get("stack"),
+                  editables=tuple(matrix.editables(spec))),
     ]
     if spec.nightly:
         names = tuple(Requirement(r).name for r in spec.nightly.packages)
         layers.append(LayerPlan("nightly", list(spec.nightly.packages), idx[spec.nightly.index], True, names,
                                 lock=locks.get("nightly")))
     mirrors = [i for i in idx.values() if i.mirrored]
-    return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name, mirrors)
+    return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name, mirrors, conda_base)
 
 
 # --------------------------------------------------------------------------- reuse
@@ -199,6 +212,8 @@ def _layer_argv(layer: LayerPlan, python: Path, constraints: Path | None, work: 
         argv += ["--reinstall-package", name]
     if constraints:
         argv += ["--constraint", str(constraints)]
+    for path in layer.editables:
+        argv += ["--editable", str(path)]
     return argv + list(layer.requirements)
 
 
@@ -262,9 +277,9 @@ def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
             log(f"{spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
             return BuildResult("built", record, python=env_python(p.env_dir),
                                layer_packages=read_marker(p.env_dir).get("layer_packages", {}))  # type: ignore[union-attr]
-    locks = [str(layer.lock) for layer in p.layers if layer.lock]
-    record = BuildRecord(env_dir=str(p.env_dir), build_key=p.key, interpreter=f"{p.interpreter.path} ({p.interpreter.version})",
-                         lock=", ".join(locks) or None)
+    locks = [str(layer.lock) for layer in p.layers if layer.lock] + ([str(p.conda.lockfile)] if p.conda else [])
+    interpreter = f"{p.interpreter.path} ({p.interpreter.version})" if p.interpreter else "conda base"
+    record = BuildRecord(env_dir=str(p.env_dir), build_key=p.key, interpreter=interpreter, lock=", ".join(locks) or None)
     if probe_indexes:
         for index, package in p.indexes():
             log(f"{spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
@@ -278,35 +293,43 @@ def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f".{spec.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    partial = parent / f".{spec.name}.partial-{os.getpid()}"
+    # A conda prefix embeds its path, so it is built in place (the marker, written last, says it is
+    # complete); a uv venv is relocatable and is built aside, then renamed into place.
+    target = p.env_dir if p.conda else parent / f".{spec.name}.partial-{os.getpid()}"
+    if p.conda:
+        shutil.rmtree(target, ignore_errors=True)
+    complete = False
     try:
-        result = _build_layers(p, partial, record, on_layer)
+        result = _build_layers(p, target, record, on_layer)
         if result.outcome != "built":
             return result
         record.duration_s = round(time.monotonic() - started, 2)
-        atomic_write_json(partial / MARKER, {
+        atomic_write_json(target / MARKER, {
             "key": p.key, "record": record.model_dump(mode="json"),
-            "layer_packages": result.layer_packages, "fingerprint": site_fingerprint(partial),
+            "layer_packages": result.layer_packages, "fingerprint": site_fingerprint(target),
         })
-        _swap_into_place(partial, p.env_dir)
+        if not p.conda:
+            _swap_into_place(target, p.env_dir)
+        complete = True
         result.python = env_python(p.env_dir)
         return result
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        if not complete:
+            shutil.rmtree(target, ignore_errors=True)
 
 
 def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
                   on_layer: Callable[[str], None] | None) -> BuildResult:
     spec = p.spec
-    uv = _uv()
     # base
     t0 = time.monotonic()
-    log(f"{spec.name}: layer base: uv venv with Python {p.interpreter.version} ({p.interpreter.path})")
-    base = LayerRecord(name="base", requirements=[f"python=={p.interpreter.version}"])
+    try:
+        argv, base = _base_layer(p, partial)
+    except conda.CondaUnavailable as exc:
+        return BuildResult("unavailable", record, reason=f"base layer: {exc}")
     record.layers.append(base)
     try:
-        done = run([uv, "venv", "--no-config", "--relocatable", "--python", str(p.interpreter.path), str(partial)],
-                   unset=UNSET_FOR_UV)
+        done = run(argv, unset=UNSET_FOR_UV, stream=p.conda is not None)
         base.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
     except CommandError as exc:
         base.outcome, base.message = "failed", str(exc)
@@ -342,6 +365,17 @@ def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
             lr.duration_s = round(time.monotonic() - t0, 2)
             log(f"{spec.name}: {outcome}: {reason}")
             return BuildResult(outcome, record, reason=reason)
+        if layer.lock is not None and layer.editables:
+            # locks pin the editables' dependencies; the local projects themselves go on top as-is
+            argv = [_uv(), "pip", "install", "--no-config", "--python", str(python), "--no-deps"]
+            for path in layer.editables:
+                argv += ["--editable", str(path)]
+            try:
+                done = run(argv, unset=UNSET_FOR_UV)
+                lr.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
+            except CommandError as exc:
+                lr.outcome, lr.message = "failed", f"{layer.name} layer: editable install failed: {exc}"
+                return BuildResult("build-failed", record, reason=lr.message)
         after = installed(python)
         changed = {n: v for n, v in after.items() if before.get(n) != v}
         layer_packages[layer.name] = changed
@@ -352,6 +386,19 @@ def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
             constraints.write_text(_constraints(after), encoding="utf-8")
         before = after
     return BuildResult("built", record, layer_packages=layer_packages)
+
+
+def _base_layer(p: BuildPlan, target: Path) -> tuple[list[str], LayerRecord]:
+    """The command creating the base (a uv venv, or a conda prefix from its lockfile)."""
+    if p.conda:
+        exe = conda.find_executable()
+        log(f"{p.spec.name}: layer base: conda prefix from {p.conda.lockfile.name} with {exe.name}")
+        return conda.install_argv(exe, p.conda.lockfile, target), LayerRecord(
+            name="base", index="conda", requirements=[f"conda-lock {p.conda.lockfile}"])
+    assert p.interpreter is not None
+    log(f"{p.spec.name}: layer base: uv venv with Python {p.interpreter.version} ({p.interpreter.path})")
+    argv = [_uv(), "venv", "--no-config", "--relocatable", "--python", str(p.interpreter.path), str(target)]
+    return argv, LayerRecord(name="base", requirements=[f"python=={p.interpreter.version}"])
 
 
 def _swap_into_place(partial: Path, final: Path) -> None:

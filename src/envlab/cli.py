@@ -102,7 +102,7 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
         return 0
     for s in specs:
         flag = "default" if s.default else "opt-in "
-        print(f"{s.name:10} {flag} py{s.python:5} {','.join(s.platforms):22} [{', '.join(s.tags)}] {s.description}")
+        print(f"{s.name:14} {flag} py{s.python:5} {','.join(s.platforms):22} [{', '.join(s.tags)}] {s.description}")
     return 0
 
 

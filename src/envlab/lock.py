@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
 
+from envlab import conda
 from envlab import platforms as platform_names
 from envlab.build import (
     UNSET_FOR_UV,
@@ -74,13 +76,45 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def conda_lock_path(project: Project, env: str) -> Path:
+    return project.locks / env / "conda-lock.yml"
+
+
 def input_hash(matrix: Matrix, spec: EnvSpec, platform: str) -> str:
-    """Hash of everything that decides a lock's content."""
+    """Hash of everything that decides a lock's content (a conda base's environment.yml included)."""
     used = sorted({spec.torch.index_for(platform), spec.stack.index} | ({spec.nightly.index} if spec.nightly else set()))
+    environment = conda.environment_file(matrix.dir, spec)
     return stable_hash(
         LOCK_FORMAT, spec.model_dump(mode="json", exclude={"description", "version_notes", "tags", "default"}),
         matrix.stack_for(spec), {name: matrix.indexes[name].declared_url for name in used}, platform,
+        environment.read_text(encoding="utf-8") if environment else None,
     )
+
+
+def lock_conda_base(project: Project, spec: EnvSpec, environment: Path) -> Path:
+    """Run conda-lock for the env's conda base (all its platforms) into locks/<env>/conda-lock.yml."""
+    exe = conda.find_executable()
+    target = conda_lock_path(project, spec.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="envlab-conda-lock-") as tmp:
+        vpkg = None
+        if conda.is_gpu(spec):
+            vpkg = Path(tmp) / "virtual-packages.yml"
+            vpkg.write_text(conda.virtual_packages(spec, conda.conda_platforms(spec)), encoding="utf-8")
+        staged = Path(tmp) / "conda-lock.yml"
+        if target.exists():
+            staged.write_bytes(target.read_bytes())  # conda-lock updates an existing lockfile in place
+        try:
+            run(conda.lock_argv(spec, environment, staged, exe, vpkg), stream=True)
+        except CommandError as exc:
+            raise LockError(f"build-failed: conda-lock failed for {spec.name} (exit {exc.returncode})") from None
+        problems = [p for platform in conda.conda_platforms(spec)
+                    for p in conda.rule_violations(conda.read_lockfile(staged), platform)]
+        if problems:
+            raise LockError(f"build-failed: {spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}")
+        atomic_write_text(target, staged.read_text(encoding="utf-8"))
+    log(f"{spec.name}: conda base locked in {target.relative_to(project.root)}")
+    return target
 
 
 def read(path: Path) -> LayerLock:
@@ -161,9 +195,36 @@ def _keep_packages(text: str, drop: set[str]) -> str:
     return head + "".join("[[packages]]\n" + e for e in kept)
 
 
-def resolve(matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, str]:
-    """Lock texts per layer for ``platform`` (nothing written). Raises on resolution failure."""
+def conda_constraints(lockfile: Path | None, platform: str) -> dict[str, str]:
+    """Versions the conda base provides on ``platform``: the pip layers must keep them, not replace them."""
+    if lockfile is None or not lockfile.exists():
+        return {}
+    pins = {}
+    for pkg in conda.read_lockfile(lockfile):
+        if pkg.platform != platform or pkg.manager != "conda" or pkg.name == "python":
+            continue
+        if not (pkg.build or "").startswith("py"):
+            continue  # not a Python package (conda's tzdata is the zoneinfo database, not PyPI's tzdata)
+        try:
+            Version(pkg.version)
+        except InvalidVersion:
+            continue  # not a Python-style version: not a package pip could install anyway
+        pins[_norm(pkg.name)] = pkg.version
+    return pins
+
+
+def _project_name(path: Path) -> str:
+    return _norm(tomllib.loads((path / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"])
+
+
+def resolve(matrix: Matrix, spec: EnvSpec, platform: str, conda_lockfile: Path | None = None) -> dict[str, str]:
+    """Lock texts per layer for ``platform`` (nothing written). Raises on resolution failure.
+
+    With a conda base, the versions its lockfile provides constrain the stack and are left out of it.
+    """
     check_platform(spec, platform)
+    conda_pins = conda_constraints(conda_lockfile, platform)
+    editables = {_project_name(p): p for p in matrix.editables(spec)}
     digest = input_hash(matrix, spec, platform)
     torch_index = matrix.indexes[spec.torch.index_for(platform)]
     stack_index = matrix.indexes[spec.stack.index]
@@ -183,11 +244,14 @@ def resolve(matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, str]:
         stack_reqs = matrix.stack_for(spec)
         (work / "stack").mkdir()
         (work / "stack" / "pyproject.toml").write_text(
-            _stack_project(spec, torch_pins, stack_reqs, torch_index, stack_index), encoding="utf-8")
+            _stack_project(spec, torch_pins, stack_reqs, torch_index, stack_index, editables), encoding="utf-8")
+        (work / "conda-constraints.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())),
+                                                    encoding="utf-8")
         _run_layer("stack", stack_index, lambda: _compile(
-            ["--default-index", stack_index.url, str(work / "stack" / "pyproject.toml")],
-            _layer_files(work, "stack"), platform, spec.python))
-        stack_text = _keep_packages(_layer_files(work, "stack").read_text(encoding="utf-8"), set(torch_pins))
+            ["--default-index", stack_index.url, "--constraint", str(work / "conda-constraints.txt"),
+             str(work / "stack" / "pyproject.toml")], _layer_files(work, "stack"), platform, spec.python))
+        stack_text = _keep_packages(_layer_files(work, "stack").read_text(encoding="utf-8"),
+                                    set(torch_pins) | set(conda_pins) | set(editables))
         texts["torch"] = torch_text
         texts["stack"] = stack_text
         if spec.nightly:
@@ -223,12 +287,17 @@ def _pins(pylock_text: str) -> dict[str, str]:
 
 
 def _stack_project(spec: EnvSpec, torch_pins: dict[str, str], stack: list[str],
-                   torch_index: Index, stack_index: Index) -> str:
-    deps = [f"{n}=={v}" for n, v in sorted(torch_pins.items())] + stack
+                   torch_index: Index, stack_index: Index, editables: dict[str, Path]) -> str:
+    """A throwaway pyproject whose sources pin the torch layer to the torch index (explicit)."""
+    deps = [f"{n}=={v}" for n, v in sorted(torch_pins.items())] + stack + sorted(editables)
     body = ("[project]\nname = \"envlab-stack-lock\"\nversion = \"0\"\n"
             f"requires-python = \">={spec.python}\"\ndependencies = {json.dumps(deps)}\n")
+    sources = [f'"{n}" = {{ path = {json.dumps(str(p))}, editable = true }}\n' for n, p in sorted(editables.items())]
     if torch_index.url != stack_index.url:
-        body += "\n[tool.uv.sources]\n" + "".join(f'"{n}" = {{ index = "envlab-torch" }}\n' for n in sorted(torch_pins))
+        sources += [f'"{n}" = {{ index = "envlab-torch" }}\n' for n in sorted(torch_pins)]
+    if sources:
+        body += "\n[tool.uv.sources]\n" + "".join(sources)
+    if torch_index.url != stack_index.url:
         body += f'\n[[tool.uv.index]]\nname = "envlab-torch"\nurl = "{torch_index.url}"\nexplicit = true\n'
     return body
 
@@ -368,7 +437,8 @@ def _verify(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]
 def relock(project: Project, matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, list[str]]:
     """Resolve and write ``spec``'s locks for ``platform``; the changes per layer."""
     changes: dict[str, list[str]] = {}
-    for layer, text in resolve(matrix, spec, platform).items():
+    conda_lockfile = conda_lock_path(project, spec.name) if conda.environment_file(project.envspecs, spec) else None
+    for layer, text in resolve(matrix, spec, platform, conda_lockfile).items():
         path = lock_path(project, spec.name, platform, layer)
         old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
         changes[layer] = _diff(old, _pins(text))
@@ -380,16 +450,36 @@ def relock(project: Project, matrix: Matrix, spec: EnvSpec, platform: str) -> di
 
 def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], write: bool) -> int:
     problems = failures = 0
+    conda_done: dict[str, str | None] = {}  # env -> why its conda base could not be locked
     for spec, platform in targets:
         if not spec.locked:
             log(f"{spec.name} {platform}: not locked by design (locked = false: resolved at build time)")
+            continue
+        environment = conda.environment_file(project.envspecs, spec)
+        if environment is not None and spec.name not in conda_done:
+            try:
+                conda_done[spec.name] = None
+                if write:
+                    lock_conda_base(project, spec, environment)
+                else:
+                    conda.find_executable()
+            except (conda.CondaUnavailable, LockError) as exc:
+                conda_done[spec.name] = str(exc)
+                unavailable = isinstance(exc, conda.CondaUnavailable) or str(exc).startswith("unavailable")
+                failures += not unavailable
+                problems += 1
+                line = f"{spec.name}: {'unavailable: ' if isinstance(exc, conda.CondaUnavailable) else ''}{exc}"
+                log(line)
+                print(line)
+        if conda_done.get(spec.name):
             continue
         log(f"{spec.name} {platform}: resolving")
         try:
             if write:
                 relock(project, matrix, spec, platform)
                 continue
-            texts = resolve(matrix, spec, platform)
+            conda_lockfile = conda_lock_path(project, spec.name) if environment else None
+            texts = resolve(matrix, spec, platform, conda_lockfile)
         except (LockError, UnsupportedPlatform) as exc:
             problems += 1
             failures += not str(exc).startswith("unavailable")

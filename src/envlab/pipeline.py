@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envlab import build, compat, lock, platforms, verify
+from envlab import build, compat, conda, lock, platforms, verify
 from envlab.errors import IndexUnavailable, InterpreterNotFound, LockError, UserError
 from envlab.indexes import probe as probe_index
 from envlab.log import log
@@ -51,12 +51,16 @@ def availability(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, h
                  platform: str | None = None) -> Result | None:
     """For an env that is not selected: an ``unavailable`` result if it could not be built here, else None."""
     try:
-        p = build.plan(matrix, spec, project.envs, platform)
+        conda_base = _conda_base(project, spec)
+        p = build.plan(matrix, spec, project.envs, platform, conda_base=conda_base)
         for index, package in p.indexes():
             probe_index(index, package, attempts=1)
-    except (IndexUnavailable, InterpreterNotFound, build.UnsupportedPlatform) as exc:
+    except (IndexUnavailable, InterpreterNotFound, build.UnsupportedPlatform, conda.CondaUnavailable) as exc:
         log(f"{spec.name}: unavailable: {exc}")
         return _result(spec, run_id, host, "unavailable", str(exc))
+    except LockError as exc:
+        log(f"{spec.name}: {exc}")
+        return _result(spec, run_id, host, "unavailable", str(exc).removeprefix("unavailable: "))
     return None
 
 
@@ -67,13 +71,17 @@ def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: 
     log(f"== {spec.name}: {spec.description}")
     try:
         locks = _locks_for(project, matrix, spec, options)
+        conda_base = _conda_base(project, spec)
     except LockError as exc:
         log(f"{spec.name}: {exc}")
         outcome = "unavailable" if str(exc).startswith("unavailable") else "build-failed"
         return _result(spec, run_id, host, outcome, str(exc))
+    except conda.CondaUnavailable as exc:
+        log(f"{spec.name}: unavailable: {exc}")
+        return _result(spec, run_id, host, "unavailable", str(exc))
     try:
         p = build.plan(matrix, spec, project.envs, options.platform,
-                       locks={layer: lk.path for layer, lk in (locks or {}).items()})
+                       locks={layer: lk.path for layer, lk in (locks or {}).items()}, conda_base=conda_base)
     except (InterpreterNotFound, build.UnsupportedPlatform) as exc:
         log(f"{spec.name}: unavailable: {exc}")
         return _result(spec, run_id, host, "unavailable", str(exc))
@@ -126,6 +134,19 @@ def _locks_for(project: Project, matrix: Matrix, spec: EnvSpec, options: Options
     if stale:
         raise LockError(stale + f", or pass --relock to `test {spec.name}`")
     return found
+
+
+def _conda_base(project: Project, spec: EnvSpec) -> build.CondaBase | None:
+    """The env's conda base, if it declares one; raises when it cannot be built here."""
+    environment = conda.environment_file(project.envspecs, spec)
+    if environment is None:
+        return None
+    conda.find_executable()
+    lockfile = lock.conda_lock_path(project, spec.name)
+    if not lockfile.exists():
+        raise LockError(f"unavailable: {spec.name}'s conda base is not locked ({lockfile.relative_to(project.root)} "
+                        "is missing): run `nox -s lock` on a machine with conda or micromamba")
+    return build.CondaBase(environment, lockfile)
 
 
 def run_benchmarks(project: Project, python: Path, mode: str, record: BuildRecord | None) -> list[Benchmark]:

@@ -83,6 +83,7 @@ class StackLayer(Strict):
     add: list[RequirementStr] = Field(default_factory=list)
     remove: list[str] = Field(default_factory=list)
     index: str = "pypi"
+    editable: list[str] = Field(default_factory=list)  # local projects (paths from the project root)
 
 
 
@@ -298,6 +299,17 @@ class Matrix:
 
     def stack_for(self, spec: EnvSpec) -> list[str]:
         return stack_requirements(spec, self.shared)
+
+    def editables(self, spec: EnvSpec) -> list[Path]:
+        """The env's local projects installed editable on top of the stack; each must exist."""
+        found = []
+        for rel in spec.stack.editable:
+            path = (self.dir.parent / rel).resolve()
+            if not (path / "pyproject.toml").is_file():
+                raise SpecError(f"{self.dir / (spec.name + '.toml')}: field 'stack.editable': expected a local "
+                                f"project with a pyproject.toml, found nothing at {path}")
+            found.append(path)
+        return found
 
 
 def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) -> M:
