@@ -1,0 +1,317 @@
+"""Helpers shared by the compat checks: stdlib + pytest only, importable in any env.
+
+Stack packages are imported lazily through :func:`need`, so a missing package fails the
+checks that use it (with the reason) instead of breaking collection of the whole suite.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+# Import name -> distribution to install, for "not installed" hints.
+DISTRIBUTION = {
+    "PIL": "Pillow",
+    "sklearn": "scikit-learn",
+    "yaml": "PyYAML",
+    "cv2": "opencv-python",
+    "pynvml": "nvidia-ml-py",
+    "huggingface_hub": "huggingface-hub",
+}
+
+ABI_SIGNATURES = (
+    "numpy is not available",
+    "_array_api not found",
+    "compiled against api version",
+    "compiled against abi version",
+    "compiled using numpy 1.x",
+    "numpy.core.multiarray failed to import",
+    "numpy.core._multiarray_umath failed to import",
+)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def need(module: str) -> ModuleType:
+    """Import ``module`` or fail the calling check, saying whether it is missing or broken."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = module.split(".")[0]
+        if exc.name in (module, top):
+            dist = DISTRIBUTION.get(top, top)
+            pytest.fail(
+                f"{exc.name} is not installed in {sys.executable}. "
+                f"Fix: install {dist} into this env (it is part of the stack), "
+                "or drop the package from the env's stack if it is not wanted.",
+                pytrace=False,
+            )
+        pytest.fail(
+            f"import {module} failed: a dependency is missing: {first_line(exc)}. "
+            f"Fix: reinstall {DISTRIBUTION.get(top, top)} with its dependencies.",
+            pytrace=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - any import-time failure is the finding
+        pytest.fail(f"import {module} failed: {type(exc).__name__}: {first_line(exc)}", pytrace=False)
+
+
+# --- expectations -------------------------------------------------------------------------
+
+
+class Expect:
+    """The env's declared expectations (``--compat-expect``); absent keys skip their checks."""
+
+    def __init__(self, data: dict[str, Any] | None) -> None:
+        self.data = data
+
+    @property
+    def declared(self) -> bool:
+        return self.data is not None
+
+    @property
+    def env(self) -> str:
+        return str((self.data or {}).get("env") or "?")
+
+    def raw(self, key: str) -> Any:
+        return (self.data or {}).get(key)
+
+    def get(self, key: str) -> Any:
+        """The declared value, or skip the calling check with the reason."""
+        if self.data is None:
+            pytest.skip("no expectation declared (run with --compat-expect to check this)")
+        value = self.data.get(key)
+        if value is None:
+            pytest.skip(f"expectation {key!r} not declared for env {self.env!r}")
+        return value
+
+    @property
+    def cpu_only(self) -> bool:
+        return bool(self.raw("cpu_only"))
+
+
+def load_expect(path: str | None) -> Expect:
+    if not path:
+        return Expect(None)
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise TypeError(f"--compat-expect {path}: expected a JSON object, found {type(data).__name__}")
+    return Expect(data)
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+def public_version(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def local_tag(version: str) -> str | None:
+    return version.split("+", 1)[1] if "+" in version else None
+
+
+def release(version: str) -> tuple[int, ...]:
+    """``2.10.0+cu128`` -> (2, 10, 0); ``2.12.0.dev20260301`` -> (2, 12, 0)."""
+    parts = []
+    for piece in public_version(version).split("."):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group()))
+        if match.group() != piece:
+            break
+    return tuple(parts)
+
+
+def dev_date(version: str) -> str | None:
+    match = re.search(r"\.dev(\d{8})", version)
+    return match.group(1) if match else None
+
+
+def version_matches(found: str, wanted: str) -> bool:
+    """Exact public version, or a glob such as ``2.12.*``."""
+    found_public = public_version(found)
+    if any(ch in wanted for ch in "*?["):
+        return fnmatch.fnmatchcase(found_public, wanted) or fnmatch.fnmatchcase(found, wanted)
+    return found_public == public_version(wanted)
+
+
+def cuda_int_to_str(value: int | str | None) -> str | None:
+    """12080 -> '12.8' (the encoding torchvision/torchaudio report their CUDA version in)."""
+    if value is None:
+        return None
+    text = str(value)
+    if "." in text:
+        return ".".join(text.split(".")[:2])
+    number = int(text)
+    return f"{number // 1000}.{(number % 1000) // 10}"
+
+
+# --- installed distributions --------------------------------------------------------------
+
+
+def distributions() -> dict[str, str]:
+    """Normalized distribution name -> version of everything installed."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+    return found
+
+
+def nvidia_cuda_distributions() -> dict[str, str]:
+    """The ``nvidia-*`` CUDA library wheels (not nvidia-ml-py, the pure-Python NVML binding)."""
+    return {
+        name: version
+        for name, version in distributions().items()
+        if name.startswith("nvidia-") and name != "nvidia-ml-py"
+    }
+
+
+# --- torch facts ---------------------------------------------------------------------------
+
+
+def torch_label(torch: ModuleType) -> str:
+    cuda = getattr(getattr(torch, "version", None), "cuda", None)
+    built = f"built for CUDA {cuda}" if cuda else "a CPU-only build"
+    return f"torch {getattr(torch, '__version__', '?')}, {built}"
+
+
+def no_cuda_reason(torch: ModuleType) -> str | None:
+    """None if a CUDA device is usable, else a precise reason."""
+    cuda_mod = getattr(torch, "cuda", None)
+    if cuda_mod is None or not hasattr(cuda_mod, "is_available"):
+        return f"no CUDA device: this torch has no torch.cuda module ({torch_label(torch)})"
+    if cuda_mod.is_available():
+        return None
+    detail = ""
+    if getattr(torch.version, "cuda", None):
+        try:
+            cuda_mod.init()
+        except Exception as exc:  # noqa: BLE001 - the init error is the most precise reason
+            detail = f": {first_line(exc).split('. ')[0]}"
+    return f"no CUDA device: torch.cuda.is_available() is False ({torch_label(torch)}){detail}"
+
+
+def cuda_absence_problems(torch: ModuleType) -> list[str]:
+    problems = []
+    cuda = getattr(torch.version, "cuda", None)
+    if cuda is not None:
+        problems.append(f"torch.version.cuda is {cuda!r} (torch {torch.__version__})")
+    elif torch.cuda.is_available():
+        problems.append("torch.cuda.is_available() is True")
+    nvidia = sorted(nvidia_cuda_distributions())
+    if nvidia:
+        shown = ", ".join(nvidia[:5]) + (", ..." if len(nvidia) > 5 else "")
+        problems.append(f"{len(nvidia)} nvidia-* CUDA wheels installed ({shown})")
+    return problems
+
+
+def assert_cuda_absent(torch: ModuleType) -> None:
+    """For a CPU-only env: no CUDA build, no CUDA device, no nvidia-* wheels."""
+    problems = cuda_absence_problems(torch)
+    assert not problems, (
+        "expected a CPU-only env (cpu_only: true) but found CUDA: " + "; ".join(problems)
+        + ". Fix: install torch from the CPU index (https://download.pytorch.org/whl/cpu) as the "
+        "torch layer and make sure no stack package pulls a CUDA torch or nvidia-* wheels."
+    )
+
+
+def arch_flags(torch: ModuleType) -> list[str]:
+    """The compiled arch list, readable without a GPU (``get_arch_list()`` is [] then)."""
+    getter = getattr(torch._C, "_cuda_getArchFlags", None)
+    flags = getter() if getter is not None else None
+    if flags:
+        return str(flags).split()
+    return list(torch.cuda.get_arch_list()) if torch.cuda.is_available() else []
+
+
+# --- arch coverage: SASS/PTX rule ----------------------------------------------------------
+
+_FLAG = re.compile(r"^(sm|compute)_(\d+)(\d)([af]?)$")
+
+
+@dataclass(frozen=True)
+class ArchFlag:
+    kind: str  # "sm" (SASS) or "compute" (PTX)
+    major: int
+    minor: int
+    suffix: str  # "", "a" (arch-specific) or "f" (family)
+
+    def __str__(self) -> str:
+        return f"{self.kind}_{self.major}{self.minor}{self.suffix}"
+
+
+def parse_flag(token: str) -> ArchFlag | None:
+    match = _FLAG.match(token.strip().lower())
+    if not match:
+        return None
+    kind, major, minor, suffix = match.groups()
+    return ArchFlag(kind, int(major), int(minor), suffix)
+
+
+def parse_capability(text: str) -> tuple[int, int]:
+    """'12.0', 'sm_120', 'compute_90', '86' -> (major, minor)."""
+    value = text.strip().lower().removeprefix("sm_").removeprefix("compute_").rstrip("af")
+    if "." in value:
+        major, minor = value.split(".", 1)
+        return int(major), int(minor)
+    if len(value) < 2 or not value.isdigit():
+        raise ValueError(f"expected a compute capability like '8.6' or 'sm_86', found {text!r}")
+    return int(value[:-1]), int(value[-1])
+
+
+def runs_on(flag: ArchFlag, cap: tuple[int, int]) -> str:
+    """'sass', 'ptx' or '' for how code built for ``flag`` runs on a device of ``cap``.
+
+    SASS sm_XY runs on the same major with minor >= Y; sm_XYa only on exactly X.Y;
+    PTX compute_XY is JIT-compiled for any capability >= X.Y (compute_XYa only on X.Y).
+    """
+    own = (flag.major, flag.minor)
+    if flag.suffix == "a":
+        return ("sass" if flag.kind == "sm" else "ptx") if own == cap else ""
+    if flag.kind == "sm":
+        return "sass" if flag.major == cap[0] and flag.minor <= cap[1] else ""
+    return "ptx" if own <= cap else ""
+
+
+def coverage(flags: list[str], cap: tuple[int, int]) -> tuple[str, str]:
+    """('sass'|'ptx'|'', explanation) for a device of capability ``cap``."""
+    parsed = [flag for flag in (parse_flag(token) for token in flags) if flag is not None]
+    target = f"sm_{cap[0]}{cap[1]}"
+    if not parsed:
+        return "", "the build has no CUDA kernels (empty arch list)"
+    for verdict in ("sass", "ptx"):
+        hits = [flag for flag in parsed if runs_on(flag, cap) == verdict]
+        if hits:
+            how = "runs natively" if verdict == "sass" else "is JIT-compiled from PTX (slow first start)"
+            return verdict, f"{target}: {hits[-1]} {how}"
+    return "", f"{target} is not covered by the compiled arch list ({' '.join(map(str, parsed))})"
+
+
+# --- subprocess helper ---------------------------------------------------------------------
+
+
+def python_json(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+    """Run ``code`` in a fresh interpreter of this env; it must print one JSON document last."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=env, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        pytest.fail(f"subprocess failed (exit {done.returncode}): {tail[0]}", pytrace=False)
+    return json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])

@@ -1,0 +1,154 @@
+"""Seed category 2: CUDA — device usable, its arch in the build's list, matmul in three dtypes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from compat_support import (
+    Expect,
+    arch_flags,
+    coverage,
+    cuda_absence_problems,
+    local_tag,
+    need,
+    nvidia_cuda_distributions,
+)
+
+CATEGORY = "cuda"
+
+# Relative error bound (max |gpu - ref| / max |ref|) for a 256x256 matmul per dtype.
+MATMUL_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
+
+
+@pytest.mark.gpu
+def test_cuda_device_usable() -> None:
+    """Every visible CUDA device runs a kernel and synchronizes.
+
+    Fix: "no kernel image is available" means the build lacks this GPU's arch (see arch
+    checks); a driver error means the NVIDIA driver is older than the CUDA the build needs.
+    """
+    torch = need("torch")
+    count = torch.cuda.device_count()
+    assert count >= 1, "torch.cuda.is_available() is True but device_count() is 0"
+    for index in range(count):
+        x = torch.arange(1024, device=f"cuda:{index}", dtype=torch.float32)
+        total = float((x * 2).sum().item())
+        torch.cuda.synchronize(index)
+        assert total == 1023 * 1024, f"cuda:{index} computed {total}, expected {1023 * 1024}"
+
+
+@pytest.mark.gpu
+def test_device_arch_in_arch_list() -> None:
+    """Each device's compute capability is covered by the build's compiled arch list.
+
+    Fix: a Blackwell GPU (sm_120) needs a cu128+ build; Maxwell/Pascal (sm_52/sm_61) were
+    removed from cu128 wheels and need cu118 (torch 2.4-2.7) or a source build.
+    """
+    torch = need("torch")
+    flags = arch_flags(torch)
+    for index in range(torch.cuda.device_count()):
+        cap = tuple(torch.cuda.get_device_capability(index))
+        verdict, why = coverage(flags, (cap[0], cap[1]))
+        name = torch.cuda.get_device_name(index)
+        assert verdict, (
+            f"GPU {index} ({name}) is sm_{cap[0]}{cap[1]}; {why}. Fix: install a torch build "
+            f"whose arch list includes sm_{cap[0]}{cap[1]} (e.g. cu128 for sm_120, cu118 or a "
+            "source build for sm_52/sm_61)."
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", list(MATMUL_TOLERANCE))
+def test_gpu_matmul(dtype: str) -> None:
+    """A 256x256 GPU matmul in fp32/fp16/bf16 agrees with a float64 CPU reference.
+
+    Fix: wrong results usually mean a broken cuBLAS (mismatched nvidia-cublas wheel) or a
+    GPU without native support for the dtype (bf16 needs sm_80+).
+    """
+    torch = need("torch")
+    kind = getattr(torch, dtype)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 256, generator=generator).to(kind)
+    b = torch.randn(256, 256, generator=generator).to(kind)
+    reference = a.double() @ b.double()
+    found = (a.cuda() @ b.cuda()).double().cpu()
+    error = float((found - reference).abs().max() / reference.abs().max())
+    limit = MATMUL_TOLERANCE[dtype]
+    assert error <= limit, f"{dtype} GPU matmul relative error {error:.2e} > {limit:.0e} vs CPU reference"
+
+
+def test_cuda_build_consistent() -> None:
+    """torch's CUDA facts agree: version.cuda, backends.cuda.is_built() and the +cuXYZ tag.
+
+    Fix: a mismatch means a hand-assembled or clobbered install (a CPU wheel over a CUDA one);
+    reinstall torch, torchvision and torchaudio together from one index.
+    """
+    torch = need("torch")
+    cuda = torch.version.cuda
+    built = torch.backends.cuda.is_built()
+    assert built == (cuda is not None), (
+        f"torch.backends.cuda.is_built() is {built} but torch.version.cuda is {cuda!r}"
+    )
+    tag = local_tag(torch.__version__)
+    if tag and tag.startswith("cu"):
+        wanted = "cu" + "".join((cuda or "?").split(".")[:2])
+        assert tag == wanted, f"torch {torch.__version__} is tagged +{tag} but torch.version.cuda is {cuda!r}"
+    if tag == "cpu":
+        assert cuda is None, f"torch {torch.__version__} is tagged +cpu but torch.version.cuda is {cuda!r}"
+
+
+def test_cuda_version_matches_expectation(expect: Expect) -> None:
+    """torch.version.cuda is the env's declared CUDA (or None in a CPU-only env).
+
+    Fix: another torch build got installed (an index fallback, or a stack package pulled
+    torch from PyPI); rebuild the env so torch comes from the env's torch index only.
+    """
+    torch = need("torch")
+    if expect.declared and expect.cpu_only:
+        problems = cuda_absence_problems(torch)
+        assert not problems, (
+            "expected a CPU-only build (cpu_only: true) but found: " + "; ".join(problems)
+            + ". Fix: install torch from the CPU index (https://download.pytorch.org/whl/cpu)."
+        )
+        return
+    wanted = str(expect.get("cuda"))
+    found = torch.version.cuda
+    assert found is not None and found.split(".")[:2] == wanted.split(".")[:2], (
+        f"expected CUDA {wanted}, found torch.version.cuda = {found!r} (torch {torch.__version__}). "
+        "Fix: install torch from the index for that CUDA version (e.g. .../whl/cu"
+        f"{''.join(wanted.split('.')[:2])}) and check no later step replaced it."
+    )
+
+
+def test_nvidia_wheels_match_build(expect: Expect) -> None:
+    """The nvidia-* CUDA wheels fit the build: none in a CPU env, same CUDA major otherwise.
+
+    Fix: nvidia-* wheels next to a CPU torch are leftovers of a CUDA torch (GBs; remove them);
+    a -cuNN suffix other than torch's CUDA major means two CUDA stacks got mixed.
+    """
+    torch = need("torch")
+    wheels = nvidia_cuda_distributions()
+    cuda = torch.version.cuda
+    if expect.cpu_only:
+        assert not wheels, (
+            f"expected a CPU-only env (cpu_only: true) but {len(wheels)} nvidia-* CUDA wheels are installed "
+            f"({', '.join(sorted(wheels)[:5])}). Fix: install torch from the CPU index and remove them."
+        )
+    if cuda is None:
+        assert not wheels, (
+            f"torch {torch.__version__} is a CPU build but {len(wheels)} nvidia-* CUDA wheels are "
+            f"installed ({', '.join(sorted(wheels)[:5])}). Fix: uninstall them, or install the CUDA "
+            "torch the env was meant to have."
+        )
+        return
+    major = cuda.split(".")[0]
+    wrong = sorted(name for name in wheels if (m := re.search(r"-cu(\d+)$", name)) and m.group(1) != major)
+    assert not wrong, f"torch is built for CUDA {cuda} but these wheels target another CUDA major: {wrong}"
+    for runtime in (f"nvidia-cuda-runtime-cu{major}", "nvidia-cuda-runtime"):
+        if runtime in wheels:
+            found = ".".join(wheels[runtime].split(".")[:2])
+            assert found == ".".join(cuda.split(".")[:2]), (
+                f"{runtime} {wheels[runtime]} is CUDA {found} but torch is built for CUDA {cuda}. "
+                "Fix: reinstall torch so its pinned nvidia-* wheels come back."
+            )
