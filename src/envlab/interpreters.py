@@ -32,8 +32,13 @@ def _quiet(argv: list[str]) -> str | None:
 
 
 def _identify(path: Path) -> tuple[str, Path] | None:
-    """(X.Y.Z, the real executable behind ``path``, e.g. behind a pyenv shim) or None."""
-    text = _quiet([str(path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3], sys.executable)"]) or ""
+    """(X.Y.Z, the base interpreter behind ``path``: behind a pyenv shim or a venv) or None.
+
+    Builds must not depend on whichever venv happens to be first on PATH (e.g. a nox session's).
+    """
+    code = ("import os, sys; print('%d.%d.%d' % sys.version_info[:3], "
+            "os.path.realpath(getattr(sys, '_base_executable', sys.executable)))")
+    text = _quiet([str(path), "-c", code]) or ""
     version, _, exe = text.partition(" ")
     return (version, Path(exe)) if re.fullmatch(r"\d+\.\d+\.\d+", version) and exe else None
 

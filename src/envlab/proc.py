@@ -6,10 +6,12 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from envlab.errors import CommandError
 from envlab.log import log
@@ -60,21 +62,22 @@ def run(
         raise CommandError(args, 127, f"executable not found: {args[0]} ({exc})") from None
     chunks: list[str] = []
     assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            chunks.append(line)
-            if stream:
-                sys.stderr.write("    " + line)
-                sys.stderr.flush()
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        chunks.append(f"\n[envlab] killed after {timeout}s timeout\n")
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    # A reader thread drains the pipe, so the timeout holds even for a command that prints nothing.
+    reader = threading.Thread(target=_drain, args=(proc.stdout, chunks, stream), daemon=True)
+    with proc:
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            chunks.append(f"\n[envlab] killed after {timeout}s timeout\n")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            reader.join(timeout=10)
     output = "".join(chunks)
     done = Completed(args, proc.returncode, output, time.monotonic() - start)
     if check and done.returncode != 0:
@@ -82,6 +85,14 @@ def run(
             sys.stderr.write(_indent(output[-8000:]))
         raise CommandError(args, done.returncode, output)
     return done
+
+
+def _drain(pipe: IO[str], chunks: list[str], stream: bool) -> None:
+    for line in pipe:
+        chunks.append(line)
+        if stream:
+            sys.stderr.write("    " + line)
+            sys.stderr.flush()
 
 
 def _indent(text: str) -> str:
