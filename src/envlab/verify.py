@@ -64,6 +64,12 @@ def _version_matches(expected: str, found: str) -> bool:
     return public == _release(expected)
 
 
+def _owner(layer_packages: dict[str, dict[str, str]], name: str) -> str:
+    """The last layer that installed ``name`` (the torch layer when unknown)."""
+    layers = _changed_by(layer_packages, name)
+    return layers[-1] if layers else "torch"
+
+
 def _changed_by(layer_packages: dict[str, dict[str, str]], name: str) -> list[str]:
     return [layer for layer, pkgs in layer_packages.items() if name in pkgs]
 
@@ -145,14 +151,14 @@ def check(spec: EnvSpec, facts: dict, layer_packages: dict[str, dict[str, str]] 
                 continue
             if mod.get("error"):
                 add(f"{name}-matches-torch", False, f"{name} {want[name]}.x importable beside torch {tv}",
-                    mod["error"], name, f"{name} does not load with this torch")
+                    mod["error"], _owner(layer_packages, name), f"{name} does not load with this torch")
                 continue
             found = mod.get("version") or dist or "?"
             series = ".".join(_release(found).split(".")[:2])
             local = _local(found)
             ok = series == want[name] and (local is None or torch_local is None or local == torch_local)
             add(f"{name}-matches-torch", ok, f"{name} {want[name]}.x" + (f"+{torch_local}" if torch_local else ""),
-                f"{name} {found}", None if ok else name,
+                f"{name} {found}", None if ok else _owner(layer_packages, name),
                 "" if ok else f"{name} {found} is built for another torch release or CUDA variant than torch {tv}")
 
     if exp.nightly_max_age_days is not None:
