@@ -61,6 +61,24 @@ CHECKS = {
 }
 
 
+@pytest.fixture(scope="session")
+def stable_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The real `stable` env, built once per session by envlab from its lock (needs PyPI).
+
+    Returns the environment variables that point envlab at the session's envs/runs directories,
+    plus ``PYTHON``: the env's interpreter.
+    """
+    from helpers import envlab
+
+    base = tmp_path_factory.mktemp("stable-env")
+    env = {"ENVLAB_ENVS_DIR": str(base / "envs"), "ENVLAB_RUNS_DIR": str(base / "runs"),
+           "ENVLAB_HISTORY_DB": str(base / "history.sqlite"), "ENVLAB_HOST_ID": "e2e",
+           "ENVLAB_RUN_ID": "build"}
+    done = envlab("--root", str(ROOT), "test", "stable", "--no-compat", env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return {**env, "PYTHON": str(base / "envs" / "stable" / "bin" / "python"), "BASE": str(base)}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--regen-golden", action="store_true", default=False,
                      help="rewrite golden files under tests/data/golden from the current output")

@@ -19,7 +19,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "compat_tests"
-STABLE_PYTHON = Path("/work/scratch/stable-venv/bin/python")
 STABLE_EXPECT: dict[str, Any] = {
     "env": "stable", "torch_version": "2.10.0", "torch_local": "cu128", "cuda": "12.8",
     "cpu_only": False, "arch_covers": ["sm_120"], "torch_family_match": True,
@@ -64,15 +63,15 @@ def host_has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia/version").exists()
 
 
-def needs_stable() -> None:
-    if not STABLE_PYTHON.exists():
-        pytest.skip(f"no stable env at {STABLE_PYTHON} (the e2e build test runs the suite in CI)")
+@pytest.fixture(scope="module")
+def stable_python(stable_env: dict[str, str]) -> Path:
+    """The real stable env's interpreter (built by envlab once per test session)."""
+    return Path(stable_env["PYTHON"])
 
 
 @pytest.fixture(scope="module")
-def stable_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    needs_stable()
-    return run_compat_suite(STABLE_PYTHON, tmp_path_factory.mktemp("stable") / "compat.json", STABLE_EXPECT)
+def stable_run(stable_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_compat_suite(stable_python, tmp_path_factory.mktemp("stable") / "compat.json", STABLE_EXPECT)
 
 
 # --- the suite in the real stable env ----------------------------------------------------------
@@ -131,11 +130,10 @@ def test_stable_gpu_checks_follow_the_device(stable_run: dict[str, Any]) -> None
 
 
 @pytest.mark.e2e
-def test_planted_cpu_only_expectation_fails_on_cuda_env(tmp_path: Path) -> None:
+def test_planted_cpu_only_expectation_fails_on_cuda_env(stable_python: Path, tmp_path: Path) -> None:
     """A CPU-only expectation against the CUDA stable env: the CUDA-absence checks fail."""
-    needs_stable()
     expect = {**STABLE_EXPECT, "env": "cpu", "cpu_only": True, "cuda": None, "torch_local": "cpu", "arch_covers": []}
-    data = run_compat_suite(STABLE_PYTHON, tmp_path / "compat.json", expect,
+    data = run_compat_suite(stable_python, tmp_path / "compat.json", expect,
                             str(SUITE / "test_cuda.py"), str(SUITE / "test_cuda_memory.py"))
     assert data["returncode"] == 1, data["output"]
     tests = by_name(data)
@@ -153,9 +151,8 @@ def test_planted_cpu_only_expectation_fails_on_cuda_env(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_planted_cuda_118_expectation_names_expected_and_found(tmp_path: Path) -> None:
-    needs_stable()
-    data = run_compat_suite(STABLE_PYTHON, tmp_path / "compat.json", {**STABLE_EXPECT, "cuda": "11.8"},
+def test_planted_cuda_118_expectation_names_expected_and_found(stable_python: Path, tmp_path: Path) -> None:
+    data = run_compat_suite(stable_python, tmp_path / "compat.json", {**STABLE_EXPECT, "cuda": "11.8"},
                             str(SUITE / "test_cuda.py"))
     test = by_name(data)["test_cuda_version_matches_expectation"]
     assert test["outcome"] == "failed", test

@@ -72,7 +72,7 @@ def test_rtx_5070_ti_stable_runs_legacy_does_not(matrix: Matrix) -> None:
     assert legacy["reason"].startswith(
         "sm_120 needs a cu128+ build; legacy's cu118 wheel does not cover it"
     )
-    assert "use nightly or stable" in legacy["suggestion"]
+    assert "nightly" in legacy["suggestion"] and "stable" in legacy["suggestion"]
 
 
 def test_gtx_970_legacy_runs_stable_does_not(matrix: Matrix) -> None:

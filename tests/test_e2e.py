@@ -15,10 +15,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.network]
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("e2e")
-    return {"ENVLAB_ENVS_DIR": str(base / "envs"), "ENVLAB_RUNS_DIR": str(base / "runs"),
-            "ENVLAB_HISTORY_DB": str(base / "history.sqlite"), "ENVLAB_HOST_ID": "e2e", "BASE": str(base)}
+def work(stable_env: dict[str, str]) -> dict[str, str]:
+    """The session's stable env (built from its lock by the `stable_env` fixture) and its directories."""
+    return {k: v for k, v in stable_env.items() if k != "ENVLAB_RUN_ID"}
 
 
 def result(work: dict[str, str], run: str, env: str = "stable"):  # noqa: ANN201
@@ -26,6 +25,7 @@ def result(work: dict[str, str], run: str, env: str = "stable"):  # noqa: ANN201
 
 
 def test_stable_end_to_end(work: dict[str, str]) -> None:
+    """Verify, compat suite and quick benchmarks in the real env; the build itself is the fixture's."""
     done = envlab("--root", str(ROOT), "test", "stable", "--bench", "quick", env={**work, "ENVLAB_RUN_ID": "e1"})
     assert done.returncode == 0, done.stderr[-4000:]
     r = result(work, "e1")
@@ -35,6 +35,8 @@ def test_stable_end_to_end(work: dict[str, str]) -> None:
     assert {"torch-version", "torch-cuda", "arch-covers-sm_120", "matches-lock", "torchaudio-matches-torch"} <= names
     assert r.facts["torch"]["version"] == "2.10.0+cu128" and r.facts["torch"]["cuda"] == "12.8"
     assert [layer.name for layer in r.build.layers] == ["base", "torch", "stack"]
+    built = result(work, "build")  # the fixture's run built it from the committed lock
+    assert not built.build.reused and built.build.lock and "pylock.linux-64-torch.toml" in built.build.lock
     assert r.compat is not None and r.compat.error is None
     counts = r.compat.counts()
     assert len(r.compat.tests) >= 61 and counts["failed"] == 0, [t for t in r.compat.tests if t.outcome == "failed"]

@@ -80,7 +80,7 @@ def test_bad_spec_is_one_line(tmp_path: Path, text: str, fragments: list[str]) -
 
 
 def test_unknown_env_lists_valid_ones() -> None:
-    with pytest.raises(UnknownEnvError, match=r"unknown env 'stabel': expected one of cpu, latest, legacy, nightly, stable"):
+    with pytest.raises(UnknownEnvError, match=r"unknown env 'stabel': expected one of brain-encoders, cpu, latest, legacy, nightly, stable, stable-conda"):
         Matrix(ROOT / "envspecs").get("stabel")
 
 

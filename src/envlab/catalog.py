@@ -22,7 +22,7 @@ class EnvEntry:
 
 def env_files(envspecs: Path) -> list[Path]:
     """The envspec files (one per env), sorted by name."""
-    return sorted(p for p in envspecs.glob("*.toml") if p.name not in NON_ENV_FILES)
+    return sorted((p for p in envspecs.glob("*.toml") if p.name not in NON_ENV_FILES), key=lambda p: p.stem)
 
 
 def entries(envspecs: Path) -> list[EnvEntry]:
