@@ -108,8 +108,8 @@ def blas_facts() -> dict[str, Any]:
 
         try:
             import torch  # noqa: F401  # load torch's OpenMP too, to see duplicates
-        except BaseException:  # noqa: BLE001
-            pass
+        except BaseException as exc:  # noqa: BLE001 - torch's own failure is reported under "torch"
+            facts["torch_import_error"] = _error(exc)
         from threadpoolctl import threadpool_info
     except BaseException as exc:  # noqa: BLE001
         facts["error"] = _error(exc)

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
 from envlab import stats
 from envlab.errors import UserError
 from envlab.fsutil import atomic_write_text
 from envlab.history import BenchRow, History, ResultRow, open_history
 from envlab.log import log
+from envlab.templating import environment
 
 DEFAULT_THRESHOLD = 1.10
 DEFAULT_ALPHA = 0.01
@@ -272,26 +271,12 @@ def compare(history: History, *, baseline: str | None = None, window: int | None
 # --------------------------------------------------------------------------- output
 
 
-def _md_cell(value: object) -> str:
-    text = str(value if value is not None else "")
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
-def _templates() -> Environment:
-    env = Environment(
-        loader=PackageLoader("envlab", "templates"),
-        autoescape=select_autoescape(["html", "html.j2"], default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["md"] = _md_cell
-    return env
 
 
 def render_markdown(report: RegressReport, *, heading_level: int = 1) -> str:
-    return _templates().get_template("regress.md.j2").render(r=report, h="#" * heading_level)
+    return environment().get_template("regress.md.j2").render(r=report, h="#" * heading_level)
 
 
 def write_step_summary(markdown: str) -> Path | None:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
 from envlab import plots
 from envlab.fsutil import atomic_write_bytes, atomic_write_text
 from envlab.history import BenchRow, History, ResultRow, RunInfo, SeriesPoint, open_history
@@ -29,6 +27,7 @@ from envlab.regress import (
     compare,
     perf_verdict,
 )
+from envlab.templating import environment
 
 MD_LIMIT = 1024 * 1024  # GitHub's step summary limit per step
 _TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton")
@@ -368,28 +367,15 @@ class _Builder:
 # --------------------------------------------------------------------------- rendering
 
 
-def _templates() -> Environment:
-    env = Environment(
-        loader=PackageLoader("envlab", "templates"),
-        autoescape=select_autoescape(["html", "html.j2"], default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["md"] = lambda v: str(v if v is not None else "").replace("|", "\\|").replace("\n", " ")
-    env.filters["num"] = lambda v: f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-    env.filters["seconds"] = lambda v: f"{v:.0f} s" if v >= 10 else f"{v:.1f} s"
-    return env
 
 
 def render_html(view: ReportView) -> str:
-    return _templates().get_template("report.html.j2").render(v=view)
+    return environment().get_template("report.html.j2").render(v=view)
 
 
 def render_markdown(view: ReportView, html_name: str = "report.html") -> str:
     """The Markdown summary, shortened (fewer rows) until it fits a CI step summary."""
-    template = _templates().get_template("report.md.j2")
+    template = environment().get_template("report.md.j2")
     for limit in (200, 40, 10):
         text = template.render(v=view, limit=limit, html_name=html_name)
         if len(text.encode("utf-8")) < MD_LIMIT - 4096:
