@@ -85,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
-def golden(request: pytest.FixtureRequest):  # noqa: ANN201 - returns a checker function
+def golden(request: pytest.FixtureRequest):
     """Compare text with tests/data/golden/NAME; rewrite it only with --regen-golden."""
     regen = request.config.getoption("--regen-golden")
 

@@ -39,6 +39,6 @@ def envlab(*args: str, env: dict[str, str] | None = None, timeout: float = 1800)
     """Run ``python -m envlab.cli ARGS`` as a user would, capturing output."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "envlab.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "envlab.cli", *args], check=False, capture_output=True, text=True,
         env=full_env, timeout=timeout, stdin=subprocess.DEVNULL,
     )

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT, envlab, make_project
+from localindex import LocalIndexes, serve
 
 from envlab import conda
 from envlab.lock import conda_constraints
 from envlab.results import load
 from envlab.spec import Matrix
-from helpers import ROOT, envlab, make_project
-from localindex import LocalIndexes, serve
 
 DATA = ROOT / "tests" / "data" / "conda"
 MATRIX = Matrix(ROOT / "envspecs")

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, envlab
 
 from envlab.results import load
-from helpers import ROOT, envlab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network]
 
@@ -20,7 +20,7 @@ def work(stable_env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in stable_env.items() if k != "ENVLAB_RUN_ID"}
 
 
-def result(work: dict[str, str], run: str, env: str = "stable"):  # noqa: ANN201
+def result(work: dict[str, str], run: str, env: str = "stable"):
     return load(Path(work["ENVLAB_RUNS_DIR"]) / run / "e2e" / f"{env}.json")
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
+from localindex import serve
 
 from envlab.errors import IndexUnavailable, SpecError
 from envlab.indexes import load_indexes, mirror_variable, probe
-from helpers import ROOT
-from localindex import serve
 
 
 def test_shipped_indexes() -> None:

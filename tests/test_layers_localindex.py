@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from envlab.results import load
 from helpers import envlab, make_project
 from localindex import LocalIndexes, serve
+
+from envlab.results import load
 
 DEMO = """
 description = "demo: torch from the torch index, a stack that needs torch"

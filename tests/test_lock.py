@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import envlab, make_project
+from localindex import LocalIndexes, serve
 
 from envlab.lock import check_file, read
 from envlab.results import load
-from helpers import envlab, make_project
-from localindex import LocalIndexes, serve
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 SPEC = f"""
@@ -56,7 +56,7 @@ def lock_ok(root: Path, env: dict[str, str], *args: str) -> str:
 
 
 def test_lock_writes_hashed_per_platform_locks(setup, golden: Callable[[str, str], None]) -> None:
-    root, env, idx = setup
+    root, env, _ = setup
     out = lock_ok(root, env)
     assert "demo osx-arm64: skipped: declared unsupported (no such build)" in out
     locks = sorted(p.name for p in (root / "locks" / "demo").iterdir())

@@ -156,3 +156,27 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
                     'id="fig-packages"', 'id="regression-table"', 'id="newest-run"'):
         assert element in dom
     assert dom.count("<tr>") > 10
+
+
+def test_csv_tables_for_notebooks(tmp_path: Path) -> None:
+    """report also writes flat results/benchmarks tables (pandas) that match the history."""
+    import random
+
+    import pandas as pd
+
+    import factories
+    from envlab import report
+
+    runs, rng = tmp_path / "runs", random.Random(3)
+    factories.write(runs, [factories.result(run=i, env=env, benchmarks=factories.default_benchmarks(rng, env))
+                           for i in range(3) for env in ("stable", "latest")]
+                    + [factories.unavailable(2, "cpu")])
+    paths = report.build_report(runs, tmp_path / "out", tmp_path / "h.sqlite")
+    assert [p.name for p in paths.tables] == ["results.csv", "benchmarks.csv"]
+    results = pd.read_csv(paths.tables[0])
+    assert len(results) == 7 and set(results["env"]) == {"stable", "latest", "cpu"}
+    built = results[results["outcome"] == "built"]
+    assert (built["compat_passed"] > 0).all()
+    assert results.loc[results["env"] == "cpu", "compat_passed"].isna().all()
+    benches = pd.read_csv(paths.tables[1])
+    assert len(benches) == 6 * 3 and (benches["median"] > 0).all()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, envlab, make_project
 
 from envlab.errors import SpecError, UnknownEnvError
 from envlab.spec import Matrix, stack_requirements
-from helpers import ROOT, envlab, make_project
 
 GOOD = """
 description = "test env"
@@ -37,9 +37,7 @@ def test_shipped_matrix_is_valid() -> None:
 def test_shipped_stack_covers_seed_packages() -> None:
     matrix = Matrix(ROOT / "envspecs")
     stack = {r.lower() for r in matrix.stack_for(matrix.get("stable"))}
-    seed = ("numpy scipy pandas scikit-learn matplotlib timm transformers accelerate safetensors "
-            "huggingface-hub nibabel nilearn h5py statsmodels pingouin opencv-python pillow datasets "
-            "pydantic pyyaml typer nvidia-ml-py wandb rich tqdm pytest").split()
+    seed = ["numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "timm", "transformers", "accelerate", "safetensors", "huggingface-hub", "nibabel", "nilearn", "h5py", "statsmodels", "pingouin", "opencv-python", "pillow", "datasets", "pydantic", "pyyaml", "typer", "nvidia-ml-py", "wandb", "rich", "tqdm", "pytest"]
     assert set(seed) <= stack
     assert not stack & {"torch", "torchvision", "torchaudio", "pynvml"}
     legacy = matrix.stack_for(matrix.get("legacy"))

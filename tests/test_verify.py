@@ -6,10 +6,10 @@ import copy
 from datetime import date
 
 import pytest
+from helpers import ROOT
 
 from envlab.spec import Matrix
 from envlab.verify import check, expected_family, failures, nightly_date, summary
-from helpers import ROOT
 
 MATRIX = Matrix(ROOT / "envspecs")
 ARCH_CU128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from envlab import plots
+from envlab import export, plots
 from envlab.fsutil import atomic_write_bytes, atomic_write_text
 from envlab.history import BenchRow, History, ResultRow, RunInfo, SeriesPoint, open_history
 from envlab.log import log
@@ -156,6 +156,7 @@ class ReportPaths:
     html: Path
     markdown: Path
     plots: list[Path]
+    tables: list[Path] = field(default_factory=list)
 
 
 def _label(env: str, host: str, multi_host: bool) -> str:
@@ -392,10 +393,11 @@ def build_report(runs_dir: Path, out_dir: Path, db_path: Path, *, history_runs: 
         log("report: building the view from the history")
         view = _Builder(history, out_dir, history_runs=history_runs, threshold=threshold,
                         alpha=alpha).build([(str(p), reason) for p, reason in ingest.skipped])
+        tables = export.write_csv(history, out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, render_html(view))
     atomic_write_text(md_path, render_markdown(view, html_path.name))
-    return ReportPaths(html_path, md_path, [f.path for f in view.figures.values()])
+    return ReportPaths(html_path, md_path, [f.path for f in view.figures.values()], tables)
 
 
 def main(runs_dir: Path, out_dir: Path, db_path: Path) -> int:
@@ -403,6 +405,6 @@ def main(runs_dir: Path, out_dir: Path, db_path: Path) -> int:
     paths = build_report(runs_dir, out_dir, db_path)
     log(f"report: wrote {paths.html}")
     log(f"report: wrote {paths.markdown}")
-    for png in paths.plots:
-        log(f"report: wrote {png}")
+    for path in [*paths.plots, *paths.tables]:
+        log(f"report: wrote {path}")
     return 0
