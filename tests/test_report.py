@@ -162,9 +162,9 @@ def test_csv_tables_for_notebooks(tmp_path: Path) -> None:
     """report also writes flat results/benchmarks tables (pandas) that match the history."""
     import random
 
+    import factories
     import pandas as pd
 
-    import factories
     from envlab import report
 
     runs, rng = tmp_path / "runs", random.Random(3)

@@ -4,11 +4,11 @@ the builds the envs ask for."""
 from __future__ import annotations
 
 import pytest
+from helpers import ROOT
 
 from envlab import lock
 from envlab.project import Project
 from envlab.spec import Matrix
-from helpers import ROOT
 
 PROJECT = Project(ROOT)
 MATRIX = Matrix(PROJECT.envspecs)
@@ -20,7 +20,7 @@ def test_some_locks_are_committed() -> None:
 
 
 @pytest.mark.parametrize(("spec", "platform"), LOCKED, ids=[f"{s.name}-{p}" for s, p in LOCKED])
-def test_committed_lock_is_fresh(spec, platform: str) -> None:  # noqa: ANN001
+def test_committed_lock_is_fresh(spec, platform: str) -> None:
     locks = lock.env_locks(PROJECT, spec, platform)
     assert locks is not None
     assert lock.staleness(MATRIX, spec, locks, platform) is None
