@@ -164,3 +164,41 @@ def test_first_run_has_nothing_to_compare(tmp_path: Path) -> None:
     assert "nothing to compare with" in md
     code, md = run_regress(tmp_path / "empty", tmp_path / "empty" / "runs")
     assert code == 0 and "No results" in md
+
+
+def machine_noise_history(tmp_path: Path, runs: int, *, slow_from: int | None = None, slow: float = 1.0) -> Path:
+    """Like the measured 2-core VM: each run's whole machine is 15 % faster or slower (run-level noise,
+    shared by all samples of that run) on top of 5 % sample noise."""
+    rng = random.Random(11)
+    results = []
+    for run in range(runs):
+        scale = rng.uniform(0.87, 1.15)
+        factor = {"matmul": slow} if slow_from is not None and run >= slow_from else None
+        results.append(f.result(run=run, env="stable", host_=HOSTS[0],
+                                benchmarks=f.default_benchmarks(rng, "stable", scale=scale, slow=factor)))
+    f.write(tmp_path / "runs", results)
+    return tmp_path / "runs"
+
+
+def test_noise_floor_from_the_spread_between_baseline_runs() -> None:
+    from envlab.regress import noise_floor
+
+    assert noise_floor([10.0, 11.5, 10.4]) == pytest.approx(1.15)
+    assert noise_floor([10.0]) == 1.0
+
+
+def test_run_level_machine_noise_needs_a_window(tmp_path: Path) -> None:
+    runs_dir = machine_noise_history(tmp_path, 20)
+    with History(tmp_path / "h.sqlite") as h:
+        h.ingest_dir(runs_dir)
+        run_ids = [r.run_id for r in h.runs()]
+        for newest in run_ids[6:]:
+            report = compare(h, newest_run=newest, window=5)
+            assert report.regressions == [], render_markdown(report)
+
+
+def test_a_slowdown_beyond_the_machine_noise_is_still_flagged(tmp_path: Path) -> None:
+    runs_dir = machine_noise_history(tmp_path, 12, slow_from=11, slow=1.6)
+    code, md = run_regress(tmp_path, runs_dir, window=5)
+    assert code == 1 and "raised from 1.10x by the spread between baseline runs" in md
+    assert "matmul@v1" in md
