@@ -90,7 +90,7 @@ def test_multi_host_history_report(tmp_path: Path) -> None:
             assert re.search(rf"\| \*\*{env}\*\* \| {h.id} \|", md)
     # The planted regressions are in both outputs, with what changed underneath.
     assert 'id="regression-table"' in html and BROKEN in html
-    assert "## Regressions vs the previous result" in md and "matmul@v1" in md and BROKEN in md
+    assert "## Regressions vs the 5 result(s) before" in md and "matmul@v1" in md and BROKEN in md
     assert "torchaudio 2.11.0 → 2.11.1" in md
     assert "regression point(s) marked" in html
 

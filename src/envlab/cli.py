@@ -239,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("regress", help="compare the newest run with a baseline; exit 1 on regression")
     p.add_argument("--baseline", help="a run id (default: the previous run)")
-    p.add_argument("--window", type=int, help="compare with the N runs before the newest")
+    p.add_argument("--window", type=int, default=5,
+                   help="pool the N results before the newest as the baseline (default 5; 1 = the previous result)")
     p.add_argument("--threshold", type=float, default=1.10, help="slowdown factor that counts (default 1.10)")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the rank test")
     p.add_argument("--persist", type=int, default=1, help="runs a slowdown must persist before alerting")

@@ -56,6 +56,16 @@ class Bar:
     noisy: bool = False
 
 
+def _short_title(key: str, width: int = 64) -> str:
+    """A benchmark key ('name@v1[params] (unit)') as a name line and wrapped parameter lines."""
+    head, sep, rest = key.partition("[")
+    if not sep:
+        return key
+    params, _, unit = rest.rpartition("]")
+    wrapped = textwrap.fill(params.replace(",", ", "), width=width)
+    return f"{head}{unit}\n{wrapped}"
+
+
 @dataclass(frozen=True)
 class BarGroup:
     title: str
@@ -175,7 +185,7 @@ def bench_comparison(groups: list[BarGroup]) -> bytes:
             ax.text(max(b.q3, b.median) + top * 0.02, yi, note, va="center", fontsize=8.5)
         better = "higher is better" if group.higher_is_better else "lower is better"
         ax.set_xlabel(f"{group.unit} ({better}; bars: median, whiskers: IQR)", fontsize=8.5)
-        ax.set_title(group.title, fontsize=10, loc="left")
+        ax.set_title(_short_title(group.title), fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
@@ -202,7 +212,7 @@ def bench_history(groups: list[LineGroup]) -> bytes:
                 marked = True
                 ax.scatter([line.x[i] for i in line.regressions], [line.y[i] for i in line.regressions],
                            marker="v", s=80, color="#d50000", edgecolor="black", linewidth=0.6, zorder=5)
-        ax.set_title(group.title, fontsize=10, loc="left")
+        ax.set_title(_short_title(group.title), fontsize=9, loc="left")
         ax.set_ylabel(group.unit, fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)

@@ -31,6 +31,7 @@ from envlab.templating import environment
 
 DEFAULT_THRESHOLD = 1.10
 DEFAULT_ALPHA = 0.01
+DEFAULT_WINDOW = 5  # baseline runs pooled: their spread is the between-run noise floor
 EXIT_REGRESSION = 1
 
 # Worse is larger: an env moving right on this scale regressed.
@@ -228,7 +229,7 @@ def _compare_benchmarks(history: History, base_rows: list[ResultRow], recent: li
             ))
 
 
-def compare(history: History, *, baseline: str | None = None, window: int | None = None,
+def compare(history: History, *, baseline: str | None = None, window: int | None = DEFAULT_WINDOW,
             threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA, persist: int = 1,
             newest_run: str | None = None) -> RegressReport:
     """Compare ``newest_run`` (default: the newest run) with its baseline, per (env, host)."""
