@@ -10,7 +10,7 @@ import nox
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "src"))
-from envlab.catalog import entries  # noqa: E402  (stdlib-only: safe before envlab is installed)
+from envlab.catalog import entries  # stdlib-only: safe before envlab is installed
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv"

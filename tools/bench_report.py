@@ -17,10 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-import factories as f  # noqa: E402  (the tests' generator of valid result documents)
+import factories as f
 
-from envlab import regress, report  # noqa: E402
-from envlab.results import Store  # noqa: E402
+from envlab import regress, report
+from envlab.results import Store
 
 ENVS = ("stable", "latest", "nightly", "cpu", "legacy")
 
