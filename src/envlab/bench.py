@@ -230,27 +230,8 @@ def run_benchmark_program(
     return result
 
 
-def run_benchmarks(
-    python: Path,
-    repo_root: Path,
-    mode: str,
-    out_dir: Path,
-    cpu: CpuInfo | None = None,
-    build_record: BuildRecord | None = None,
-    *,
-    threads: int | None = None,
-    only: Sequence[str] = (),
-    timeout: float | None = None,
-) -> list[Benchmark]:
-    """The env's benchmarks (see :func:`run_benchmark_program`), for the result document."""
-    return run_benchmark_program(
-        python,
-        repo_root,
-        mode,
-        out_dir,
-        cpu,
-        build_record,
-        threads=threads,
-        only=only,
-        timeout=timeout,
-    ).benchmarks
+
+def run_benchmarks(python: Path, repo_root: Path, mode: str, out_dir: Path,
+                   *args: Any, **kwargs: Any) -> list[Benchmark]:
+    """Just the records of :func:`run_benchmark_program` (same arguments), for the result document."""
+    return run_benchmark_program(python, repo_root, mode, out_dir, *args, **kwargs).benchmarks
