@@ -31,6 +31,15 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=PYTHON, tags=["ci"])
+def lint(session: nox.Session) -> None:
+    """ruff, the compat catalogue being up to date, and actionlint on the scheduled workflow."""
+    session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "lint"))
+    session.run("ruff", "check", "src", "tests", "tools", "benchmarks", "compat_tests", "noxfile.py")
+    session.run("python", "compat_tests/catalogue.py", "--check")
+    session.run("actionlint", ".github/workflows/scheduled.yml")
+
+
 @nox.session(python=PYTHON, tags=["lock"])
 def lock(session: nox.Session) -> None:
     """Per-platform lockfiles (`-- --check`, `-- --diff`, `-- --verify`)."""

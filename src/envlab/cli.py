@@ -191,7 +191,10 @@ def cmd_lock(project: Project, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="envlab", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="envlab",
+        description="Environment matrix lab for PyTorch/CUDA stacks: lock, build, verify, test, benchmark, report.",
+    )
     top.add_argument("--root", type=Path, help="project directory (default: nearest with envspecs/)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
