@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,13 @@ def dir_size(path: Path) -> int:
                 seen.add(key)
                 total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
     return total
+
+
+def read_toml(path: Path, error: type[Exception], what: str) -> dict[str, Any]:
+    """Parse the TOML file at ``path``; a missing or malformed file raises ``error`` in one line."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: file not found (expected {what})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: expected valid TOML ({what}), found a syntax error: {exc}") from None

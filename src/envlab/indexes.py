@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from envlab.errors import IndexUnavailable, SpecError
+from envlab.fsutil import read_toml
 
 
 class IndexEntry(BaseModel):
@@ -57,14 +58,7 @@ def mirror_variable(name: str) -> str:
 
 
 def load_indexes(path: Path) -> dict[str, Index]:
-    import tomllib
-
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found (expected the named package indexes)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: expected valid TOML, found a syntax error: {exc}") from None
+    data = read_toml(path, SpecError, "the named package indexes")
     found: dict[str, Index] = {}
     for name, body in data.items():
         if not isinstance(body, dict):

@@ -36,7 +36,7 @@ from envlab.build import (
     explain_failure,
 )
 from envlab.errors import CommandError, LockError
-from envlab.fsutil import atomic_write_text, stable_hash
+from envlab.fsutil import atomic_write_text, read_toml, stable_hash
 from envlab.indexes import Index
 from envlab.log import log
 from envlab.proc import run
@@ -119,12 +119,7 @@ def lock_conda_base(project: Project, spec: EnvSpec, environment: Path) -> Path:
 
 def read(path: Path) -> LayerLock:
     """Parse a lockfile written by :func:`lock_env`; raises LockError naming the file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LockError(f"{path}: lockfile not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise LockError(f"{path}: expected a pylock.toml lockfile, found invalid TOML ({exc})") from None
+    data = read_toml(path, LockError, "a pylock.toml lockfile written by `nox -s lock`")
     meta = (data.get("tool") or {}).get("envlab")
     if not isinstance(meta, dict) or "input-hash" not in meta:
         raise LockError(f"{path}: expected a [tool.envlab] table with input-hash, found none (not written by envlab lock)")

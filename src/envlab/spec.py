@@ -7,7 +7,6 @@ expected and what was found. Unknown keys are rejected.
 from __future__ import annotations
 
 import re
-import tomllib
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -25,7 +24,7 @@ from pydantic import (
 
 from envlab import catalog, platforms
 from envlab.errors import SpecError, UnknownEnvError
-from envlab.fsutil import stable_hash
+from envlab.fsutil import read_toml, stable_hash
 
 M = TypeVar("M", bound=BaseModel)
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
@@ -192,15 +191,6 @@ def stack_requirements(spec: EnvSpec, shared: SharedStack | None) -> list[str]:
 # --------------------------------------------------------------------------- loading
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: expected valid TOML, found a syntax error: {exc}") from None
-
-
 def format_validation_error(path: Path, exc: ValidationError) -> str:
     """One line: file, field, what was expected, what was found."""
     errors = exc.errors(include_url=False)
@@ -313,7 +303,7 @@ class Matrix:
 
 
 def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) -> M:
-    data = read_toml(path)
+    data = read_toml(path, SpecError, f"a {model.__name__} file")
     if extra:
         clash = set(extra) & set(data)
         if clash:
