@@ -10,7 +10,7 @@ import nox
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "src"))
-from envlab.catalog import entries  # stdlib-only: safe before envlab is installed
+from envlab.spec.catalog import entries  # stdlib-only: safe before envlab is installed
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv"
@@ -27,7 +27,9 @@ def envlab(session: nox.Session, *args: str) -> None:
 @nox.session(python=PYTHON, tags=["ci"])
 def tests(session: nox.Session) -> None:
     """envlab's own tests (unit, local-index integration, end-to-end on a real PyPI env)."""
-    session.install("-e", ".", *nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test"))
+    session.install(
+        "-e", ".", *nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test")
+    )
     session.run("pytest", *session.posargs)
 
 
@@ -35,7 +37,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, the compat catalogue being up to date, and actionlint on the scheduled workflow."""
     session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "lint"))
-    session.run("ruff", "check", "src", "tests", "tools", "benchmarks", "compat_tests", "noxfile.py")
+    session.run(
+        "ruff", "check", "src", "tests", "tools", "benchmarks", "compat_tests", "noxfile.py"
+    )
     session.run("python", "compat_tests/catalogue.py", "--check")
     session.run("actionlint", ".github/workflows/scheduled.yml")
 

@@ -34,13 +34,22 @@ def _mark(decorator: ast.expr) -> tuple[str, ast.Call | None] | None:
     """'gpu' for @pytest.mark.gpu, ('parametrize', call) for @pytest.mark.parametrize(...)."""
     call = decorator if isinstance(decorator, ast.Call) else None
     target = call.func if call else decorator
-    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute) and target.value.attr == "mark":
+    if (
+        isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Attribute)
+        and target.value.attr == "mark"
+    ):
         return target.attr, call
     return None
 
 
 def _length(node: ast.expr, constants: dict[str, ast.expr]) -> int | None:
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("list", "tuple") and node.args:
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("list", "tuple")
+        and node.args
+    ):
         return _length(node.args[0], constants)
     if isinstance(node, ast.Name) and node.id in constants:
         return _length(constants[node.id], constants)
@@ -96,7 +105,12 @@ def collect(root: Path = HERE) -> tuple[list[Check], list[str]]:
                     if count is None:
                         problems.append(f"{where}: cannot count the parametrize values statically")
                     items *= count or 1
-                elif kind == "category" and call is not None and call.args and isinstance(call.args[0], ast.Constant):
+                elif (
+                    kind == "category"
+                    and call is not None
+                    and call.args
+                    and isinstance(call.args[0], ast.Constant)
+                ):
                     own_category = str(call.args[0].value)
             doc = ast.get_docstring(node) or ""
             what = doc.strip().splitlines()[0].strip() if doc.strip() else ""
@@ -143,7 +157,9 @@ def render(checks: list[Check]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if CATALOGUE.md is out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if CATALOGUE.md is out of date"
+    )
     args = parser.parse_args(argv)
     checks, problems = collect()
     if problems:
@@ -154,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
         if current != text:
-            print(f"catalogue: {TARGET} is out of date; run: python compat_tests/catalogue.py", file=sys.stderr)
+            print(
+                f"catalogue: {TARGET} is out of date; run: python compat_tests/catalogue.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"catalogue: {TARGET.name} is up to date ({len(checks)} checks)")
         return 0

@@ -66,7 +66,9 @@ def need(module: str) -> ModuleType:
             pytrace=False,
         )
     except Exception as exc:  # noqa: BLE001 - any import-time failure is the finding
-        pytest.fail(f"import {module} failed: {type(exc).__name__}: {first_line(exc)}", pytrace=False)
+        pytest.fail(
+            f"import {module} failed: {type(exc).__name__}: {first_line(exc)}", pytrace=False
+        )
 
 
 # --- expectations -------------------------------------------------------------------------
@@ -108,7 +110,9 @@ def load_expect(path: str | None) -> Expect:
         return Expect(None)
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise TypeError(f"--compat-expect {path}: expected a JSON object, found {type(data).__name__}")
+        raise TypeError(
+            f"--compat-expect {path}: expected a JSON object, found {type(data).__name__}"
+        )
     return Expect(data)
 
 
@@ -225,7 +229,8 @@ def assert_cuda_absent(torch: ModuleType) -> None:
     """For a CPU-only env: no CUDA build, no CUDA device, no nvidia-* wheels."""
     problems = cuda_absence_problems(torch)
     assert not problems, (
-        "expected a CPU-only env (cpu_only: true) but found CUDA: " + "; ".join(problems)
+        "expected a CPU-only env (cpu_only: true) but found CUDA: "
+        + "; ".join(problems)
         + ". Fix: install torch from the CPU index (https://download.pytorch.org/whl/cpu) as the "
         "torch layer and make sure no stack package pulls a CUDA torch or nvidia-* wheels."
     )
@@ -298,7 +303,11 @@ def coverage(flags: list[str], cap: tuple[int, int]) -> tuple[str, str]:
     for verdict in ("sass", "ptx"):
         hits = [flag for flag in parsed if runs_on(flag, cap) == verdict]
         if hits:
-            how = "runs natively" if verdict == "sass" else "is JIT-compiled from PTX (slow first start)"
+            how = (
+                "runs natively"
+                if verdict == "sass"
+                else "is JIT-compiled from PTX (slow first start)"
+            )
             return verdict, f"{target}: {hits[-1]} {how}"
     return "", f"{target} is not covered by the compiled arch list ({' '.join(map(str, parsed))})"
 

@@ -18,7 +18,9 @@ MESSAGE_LIMIT = 1000
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("compat", "envlab compat suite")
-    group.addoption("--compat-json", default=None, help="write structured outcomes to this JSON file")
+    group.addoption(
+        "--compat-json", default=None, help="write structured outcomes to this JSON file"
+    )
     group.addoption("--compat-expect", default=None, help="JSON file with the env's expectations")
 
 
@@ -105,17 +107,26 @@ class CompatRecorder:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.records[report.nodeid] = {
-                "id": report.nodeid, "category": "collection", "outcome": "error",
-                "duration_s": 0.0, "message": str(report.longrepr).strip().splitlines()[-1][:MESSAGE_LIMIT],
-                "skip_reason": None, "gpu": False,
+                "id": report.nodeid,
+                "category": "collection",
+                "outcome": "error",
+                "duration_s": 0.0,
+                "message": str(report.longrepr).strip().splitlines()[-1][:MESSAGE_LIMIT],
+                "skip_reason": None,
+                "gpu": False,
             }
 
     def _record(self, nodeid: str) -> dict[str, Any]:
         if nodeid not in self.records:
             category, gpu = self.meta.get(nodeid, ("unknown", False))
             self.records[nodeid] = {
-                "id": nodeid, "category": category, "outcome": None, "duration_s": 0.0,
-                "message": None, "skip_reason": None, "gpu": gpu,
+                "id": nodeid,
+                "category": category,
+                "outcome": None,
+                "duration_s": 0.0,
+                "message": None,
+                "skip_reason": None,
+                "gpu": gpu,
             }
         return self.records[nodeid]
 
@@ -134,8 +145,12 @@ class CompatRecorder:
         elif report.when == "call":
             record["outcome"] = "passed"
 
-    def pytest_exception_interact(self, node: pytest.Item | pytest.Collector, call: pytest.CallInfo[Any],
-                                  report: pytest.TestReport | pytest.CollectReport) -> None:
+    def pytest_exception_interact(
+        self,
+        node: pytest.Item | pytest.Collector,
+        call: pytest.CallInfo[Any],
+        report: pytest.TestReport | pytest.CollectReport,
+    ) -> None:
         if call.excinfo is not None and isinstance(report, pytest.TestReport):
             record = self._record(report.nodeid)
             record["message"] = record["message"] or short_message(call.excinfo)

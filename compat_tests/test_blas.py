@@ -68,8 +68,14 @@ def blas_of(module: str) -> tuple[str | None, dict[str, Any]]:
 
 def _identified(module: str) -> str:
     found, data = blas_of(module)
-    hint = "" if data["threadpoolctl"] else " (threadpoolctl is not installed: install it for a runtime check)"
-    assert found, f"could not identify the BLAS {module} uses{hint}. Fix: install threadpoolctl; check {module}.show_config()"
+    hint = (
+        ""
+        if data["threadpoolctl"]
+        else " (threadpoolctl is not installed: install it for a runtime check)"
+    )
+    assert found, (
+        f"could not identify the BLAS {module} uses{hint}. Fix: install threadpoolctl; check {module}.show_config()"
+    )
     return found
 
 
@@ -84,7 +90,9 @@ def test_numpy_blas_identified() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((64, 48)), rng.standard_normal((48, 32))
     naive = (a[:, :, None] * b[None, :, :]).sum(axis=1)  # elementwise, no BLAS
-    assert np.allclose(a @ b, naive, atol=1e-10), "numpy BLAS matmul disagrees with the elementwise product"
+    assert np.allclose(a @ b, naive, atol=1e-10), (
+        "numpy BLAS matmul disagrees with the elementwise product"
+    )
 
 
 def test_scipy_blas_identified() -> None:
@@ -139,4 +147,6 @@ def test_torch_blas_reported() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((64, 48)), rng.standard_normal((48, 32))
     found = (torch.tensor(a) @ torch.tensor(b)).tolist()
-    assert np.allclose(found, a @ b, atol=1e-10), f"torch matmul (BLAS_INFO={blas.group(1)}) disagrees with numpy"
+    assert np.allclose(found, a @ b, atol=1e-10), (
+        f"torch matmul (BLAS_INFO={blas.group(1)}) disagrees with numpy"
+    )

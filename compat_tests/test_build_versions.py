@@ -97,11 +97,16 @@ def test_pip_cudnn_matches_torch() -> None:
         assert dist is None, f"torch is a CPU build but {dist} is installed. Fix: uninstall it"
         return
     if dist is None:
-        pytest.skip("no pip nvidia-cudnn wheel: cuDNN comes from conda or the system, checked by the runtime check")
+        pytest.skip(
+            "no pip nvidia-cudnn wheel: cuDNN comes from conda or the system, checked by the runtime check"
+        )
     number = torch.backends.cudnn.version()
     assert number is not None, f"{dist[0]} {dist[1]} is installed but torch loads no cuDNN"
-    reported = f"{number // 10000}.{number // 100 % 100}.{number % 100}" if number >= 90000 else \
-        f"{number // 1000}.{number // 100 % 10}.{number % 100}"
+    reported = (
+        f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+        if number >= 90000
+        else f"{number // 1000}.{number // 100 % 10}.{number % 100}"
+    )
     assert dist[1].startswith(reported + ".") or dist[1] == reported, (
         f"pip {dist[0]} is {dist[1]} but torch uses cuDNN {reported}. Fix: reinstall {dist[0]} at the version torch pins."
     )

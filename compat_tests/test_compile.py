@@ -31,8 +31,11 @@ def _compare(backend: str, device: str) -> None:
         compiled = torch.compile(f, backend=backend, fullgraph=True)(x)
     except Exception as exc:  # noqa: BLE001 - the compile error is the finding
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        pytest.fail(f"torch.compile(backend={backend!r}) on {device} failed: {type(exc).__name__}: "
-                    f"{lines[0] if lines else ''}", pytrace=False)
+        pytest.fail(
+            f"torch.compile(backend={backend!r}) on {device} failed: {type(exc).__name__}: "
+            f"{lines[0] if lines else ''}",
+            pytrace=False,
+        )
     assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-5), (
         f"compiled ({backend}, {device}) differs from eager by {float((compiled - eager).abs().max()):.2e}"
     )
@@ -58,7 +61,9 @@ def test_inductor_cpu() -> None:
         pytest.skip("inductor's CPU backend needs MSVC on Windows; not checked here")
     compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
     if not any(c and shutil.which(c) for c in compilers):
-        pytest.skip("no C++ compiler on PATH (g++/c++/clang++): inductor's CPU backend compiles C++ kernels")
+        pytest.skip(
+            "no C++ compiler on PATH (g++/c++/clang++): inductor's CPU backend compiles C++ kernels"
+        )
     if importlib.util.find_spec("setuptools") is None:
         pytest.fail(
             "setuptools is not installed, so inductor cannot build CPU kernels "
@@ -77,5 +82,7 @@ def test_inductor_gpu() -> None:
     triton-windows); a Triton version not matching torch fails here — reinstall torch's pin.
     """
     if importlib.util.find_spec("triton") is None:
-        pytest.skip("Triton is not installed: inductor cannot generate GPU kernels on this platform")
+        pytest.skip(
+            "Triton is not installed: inductor cannot generate GPU kernels on this platform"
+        )
     _compare("inductor", "cuda")

@@ -37,14 +37,18 @@ def _check(dtype: str, device: str, autocast: str | None = None) -> None:
     if autocast:
         with torch.autocast(device_type=device, dtype=getattr(torch, autocast)):
             out = torch.nn.functional.conv2d(xs, ws, bs, padding=1)
-        assert out.dtype == getattr(torch, autocast), f"autocast({autocast}) conv2d returned {out.dtype}"
+        assert out.dtype == getattr(torch, autocast), (
+            f"autocast({autocast}) conv2d returned {out.dtype}"
+        )
         tolerance = TOLERANCE[autocast]
     else:
         out = torch.nn.functional.conv2d(xs, ws, bs, padding=1)
         assert out.dtype == kind
         tolerance = TOLERANCE[dtype]
     error = float((out.double().cpu() - wanted).abs().max() / wanted.abs().max())
-    assert error <= tolerance, f"conv2d {autocast or dtype} on {device}: relative error {error:.2e} > {tolerance:.0e}"
+    assert error <= tolerance, (
+        f"conv2d {autocast or dtype} on {device}: relative error {error:.2e} > {tolerance:.0e}"
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

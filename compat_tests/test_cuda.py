@@ -75,7 +75,9 @@ def test_gpu_matmul(dtype: str) -> None:
     found = (a.cuda() @ b.cuda()).double().cpu()
     error = float((found - reference).abs().max() / reference.abs().max())
     limit = MATMUL_TOLERANCE[dtype]
-    assert error <= limit, f"{dtype} GPU matmul relative error {error:.2e} > {limit:.0e} vs CPU reference"
+    assert error <= limit, (
+        f"{dtype} GPU matmul relative error {error:.2e} > {limit:.0e} vs CPU reference"
+    )
 
 
 def test_cuda_build_consistent() -> None:
@@ -93,9 +95,13 @@ def test_cuda_build_consistent() -> None:
     tag = local_tag(torch.__version__)
     if tag and tag.startswith("cu"):
         wanted = "cu" + "".join((cuda or "?").split(".")[:2])
-        assert tag == wanted, f"torch {torch.__version__} is tagged +{tag} but torch.version.cuda is {cuda!r}"
+        assert tag == wanted, (
+            f"torch {torch.__version__} is tagged +{tag} but torch.version.cuda is {cuda!r}"
+        )
     if tag == "cpu":
-        assert cuda is None, f"torch {torch.__version__} is tagged +cpu but torch.version.cuda is {cuda!r}"
+        assert cuda is None, (
+            f"torch {torch.__version__} is tagged +cpu but torch.version.cuda is {cuda!r}"
+        )
 
 
 def test_cuda_version_matches_expectation(expect: Expect) -> None:
@@ -108,7 +114,8 @@ def test_cuda_version_matches_expectation(expect: Expect) -> None:
     if expect.declared and expect.cpu_only:
         problems = cuda_absence_problems(torch)
         assert not problems, (
-            "expected a CPU-only build (cpu_only: true) but found: " + "; ".join(problems)
+            "expected a CPU-only build (cpu_only: true) but found: "
+            + "; ".join(problems)
             + ". Fix: install torch from the CPU index (https://download.pytorch.org/whl/cpu)."
         )
         return
@@ -143,8 +150,12 @@ def test_nvidia_wheels_match_build(expect: Expect) -> None:
         )
         return
     major = cuda.split(".")[0]
-    wrong = sorted(name for name in wheels if (m := re.search(r"-cu(\d+)$", name)) and m.group(1) != major)
-    assert not wrong, f"torch is built for CUDA {cuda} but these wheels target another CUDA major: {wrong}"
+    wrong = sorted(
+        name for name in wheels if (m := re.search(r"-cu(\d+)$", name)) and m.group(1) != major
+    )
+    assert not wrong, (
+        f"torch is built for CUDA {cuda} but these wheels target another CUDA major: {wrong}"
+    )
     for runtime in (f"nvidia-cuda-runtime-cu{major}", "nvidia-cuda-runtime"):
         if runtime in wheels:
             found = ".".join(wheels[runtime].split(".")[:2])

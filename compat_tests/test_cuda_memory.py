@@ -27,7 +27,9 @@ def test_alloc_free_1gib() -> None:
     del block
     torch.cuda.empty_cache()
     assert torch.cuda.memory_allocated() == base, "1 GiB was not freed"
-    assert torch.cuda.memory_reserved() < GIB, "the caching allocator kept the 1 GiB after empty_cache()"
+    assert torch.cuda.memory_reserved() < GIB, (
+        "the caching allocator kept the 1 GiB after empty_cache()"
+    )
 
 
 @pytest.mark.gpu
@@ -41,4 +43,6 @@ def test_mem_get_info() -> None:
     free, total = torch.cuda.mem_get_info()
     props = torch.cuda.get_device_properties(0)
     assert 0 < free <= total, f"free {free} / total {total}"
-    assert abs(total - props.total_memory) <= 64 << 20, f"mem_get_info total {total} vs device {props.total_memory}"
+    assert abs(total - props.total_memory) <= 64 << 20, (
+        f"mem_get_info total {total} vs device {props.total_memory}"
+    )

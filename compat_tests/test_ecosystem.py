@@ -15,8 +15,13 @@ CATEGORY = "ecosystem"
 def _transformers(_: Path) -> None:
     torch = need("torch")
     transformers = need("transformers")
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=37)
+    config = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
     model = transformers.BertModel(config).eval()
     with torch.no_grad():
         out = model(input_ids=torch.tensor([[1, 2, 3, 4, 5]])).last_hidden_state
@@ -45,7 +50,11 @@ def _huggingface_hub(tmp: Path) -> None:
     constants = need("huggingface_hub.constants")
     errors = need("huggingface_hub.errors")
     assert constants.HF_HUB_OFFLINE, "HF_HUB_OFFLINE did not take effect: the suite could download"
-    offline = tuple(getattr(errors, n) for n in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") if hasattr(errors, n))
+    offline = tuple(
+        getattr(errors, n)
+        for n in ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
+        if hasattr(errors, n)
+    )
     with pytest.raises(offline):
         hub.hf_hub_download("envlab/does-not-exist", "config.json", cache_dir=str(tmp / "hf"))
 
@@ -89,7 +98,9 @@ def _pingouin(_: Path) -> None:
     pingouin = need("pingouin")
     rng = np.random.default_rng(0)
     result = pingouin.ttest(rng.normal(0, 1, 50), rng.normal(1, 1, 50))
-    assert "p-val" in result.columns or "p_val" in result.columns, f"ttest columns {list(result.columns)}"
+    assert "p-val" in result.columns or "p_val" in result.columns, (
+        f"ttest columns {list(result.columns)}"
+    )
 
 
 def _cv2(_: Path) -> None:

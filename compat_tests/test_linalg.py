@@ -26,14 +26,20 @@ def _guard(torch: Any, what: str, call: Any) -> Any:
 
 
 def _matrix(torch: Any, device: str) -> Any:
-    return torch.randn(32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
+    return torch.randn(32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(
+        device
+    )
 
 
 def _svd(device: str) -> None:
     torch = need("torch")
     a = _matrix(torch, device)
-    u, s, vh = _guard(torch, f"torch.linalg.svd on {device}", lambda: torch.linalg.svd(a, full_matrices=False))
-    assert torch.allclose(u @ torch.diag(s) @ vh, a, atol=1e-10), f"SVD on {device} does not reconstruct A"
+    u, s, vh = _guard(
+        torch, f"torch.linalg.svd on {device}", lambda: torch.linalg.svd(a, full_matrices=False)
+    )
+    assert torch.allclose(u @ torch.diag(s) @ vh, a, atol=1e-10), (
+        f"SVD on {device} does not reconstruct A"
+    )
     assert bool((s[:-1] >= s[1:]).all()), "singular values not sorted"
 
 
@@ -41,8 +47,12 @@ def _eigh(device: str) -> None:
     torch = need("torch")
     a = _matrix(torch, device)
     sym = a.T @ a
-    values, vectors = _guard(torch, f"torch.linalg.eigh on {device}", lambda: torch.linalg.eigh(sym))
-    assert torch.allclose(sym @ vectors, vectors * values, atol=1e-8), f"eigh on {device}: A v != lambda v"
+    values, vectors = _guard(
+        torch, f"torch.linalg.eigh on {device}", lambda: torch.linalg.eigh(sym)
+    )
+    assert torch.allclose(sym @ vectors, vectors * values, atol=1e-8), (
+        f"eigh on {device}: A v != lambda v"
+    )
 
 
 def test_svd_cpu() -> None:

@@ -10,19 +10,31 @@ from pathlib import Path
 CATEGORY = "locale"
 
 TEXT = "✓ ✗ données 中文"
-FIX = ("Fix: set LANG=C.UTF-8 (and LC_ALL=C.UTF-8) in the container/CI, or PYTHONUTF8=1; in code pass "
-       "encoding='utf-8' to open() and subprocess.run().")
+FIX = (
+    "Fix: set LANG=C.UTF-8 (and LC_ALL=C.UTF-8) in the container/CI, or PYTHONUTF8=1; in code pass "
+    "encoding='utf-8' to open() and subprocess.run()."
+)
 
 
 def _c_locale_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k not in ("LANG", "PYTHONIOENCODING")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LC_") and k not in ("LANG", "PYTHONIOENCODING")
+    }
     env.update(LC_ALL="C", LANG="C")
     return env
 
 
 def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, env=_c_locale_env(),
-                          cwd=cwd, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        env=_c_locale_env(),
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
 def _stderr_tail(done: subprocess.CompletedProcess[bytes]) -> str:
@@ -37,8 +49,12 @@ def test_utf8_stdout_under_c_locale(tmp_path: Path) -> None:
     printing checkmarks): set LANG=C.UTF-8 or PYTHONUTF8=1.
     """
     done = _run(f"print({TEXT!r})", tmp_path)
-    assert done.returncode == 0, f"printing non-ASCII under LC_ALL=C failed: {_stderr_tail(done)}. {FIX}"
-    assert done.stdout.decode("utf-8", "replace").strip() == TEXT, f"stdout was {done.stdout!r}, not UTF-8. {FIX}"
+    assert done.returncode == 0, (
+        f"printing non-ASCII under LC_ALL=C failed: {_stderr_tail(done)}. {FIX}"
+    )
+    assert done.stdout.decode("utf-8", "replace").strip() == TEXT, (
+        f"stdout was {done.stdout!r}, not UTF-8. {FIX}"
+    )
 
 
 def test_utf8_default_file_encoding_under_c_locale(tmp_path: Path) -> None:
@@ -54,7 +70,9 @@ def test_utf8_default_file_encoding_under_c_locale(tmp_path: Path) -> None:
         "print(locale.getpreferredencoding(False))\n"
     )
     done = _run(code, tmp_path)
-    assert done.returncode == 0, f"default-encoding file I/O under LC_ALL=C failed: {_stderr_tail(done)}. {FIX}"
+    assert done.returncode == 0, (
+        f"default-encoding file I/O under LC_ALL=C failed: {_stderr_tail(done)}. {FIX}"
+    )
     data = (tmp_path / "out.txt").read_bytes()
     assert data == TEXT.encode("utf-8"), (
         f"file written in {done.stdout.decode(errors='replace').strip()!r}, not UTF-8. {FIX}"
@@ -75,5 +93,9 @@ def test_non_ascii_filenames_under_c_locale(tmp_path: Path) -> None:
         "print(sys.getfilesystemencoding())\n"
     )
     done = _run(code, tmp_path)
-    assert done.returncode == 0, f"non-ASCII file name under LC_ALL=C failed: {_stderr_tail(done)}. {FIX}"
-    assert (tmp_path / "données_✓.txt").exists(), "the file was created under another (mis-encoded) name"
+    assert done.returncode == 0, (
+        f"non-ASCII file name under LC_ALL=C failed: {_stderr_tail(done)}. {FIX}"
+    )
+    assert (tmp_path / "données_✓.txt").exists(), (
+        "the file was created under another (mis-encoded) name"
+    )

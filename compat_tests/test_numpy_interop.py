@@ -59,7 +59,9 @@ def test_from_numpy_shares_memory() -> None:
     array = np.arange(6.0).reshape(2, 3)
     tensor = interop(lambda: torch.from_numpy(array))
     array[0, 0] = 42.0
-    assert tensor.dtype == torch.float64 and float(tensor[0, 0]) == 42.0, "from_numpy did not share memory"
+    assert tensor.dtype == torch.float64 and float(tensor[0, 0]) == 42.0, (
+        "from_numpy did not share memory"
+    )
 
 
 def test_tensor_numpy_shares_memory() -> None:
@@ -112,4 +114,6 @@ def test_numpy_major_matches_expectation(expect: Expect) -> None:
     np = need("numpy")
     wanted = int(expect.get("numpy_major"))
     found = release(np.__version__)[0]
-    assert found == wanted, f"expected NumPy {wanted}.x for env {expect.env!r}, found numpy {np.__version__}"
+    assert found == wanted, (
+        f"expected NumPy {wanted}.x for env {expect.env!r}, found numpy {np.__version__}"
+    )

@@ -21,7 +21,9 @@ def test_pynvml_comes_from_nvidia_ml_py() -> None:
     """
     providers = sorted({d.lower() for d in metadata.packages_distributions().get("pynvml", [])})
     assert providers, "no distribution provides the pynvml module. Fix: pip install nvidia-ml-py"
-    assert providers == ["nvidia-ml-py"], f"pynvml is provided by {providers}, expected only nvidia-ml-py. {FIX}"
+    assert providers == ["nvidia-ml-py"], (
+        f"pynvml is provided by {providers}, expected only nvidia-ml-py. {FIX}"
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         need("pynvml")
@@ -63,4 +65,6 @@ def test_nvml_agrees_with_torch() -> None:
     finally:
         pynvml.nvmlShutdown()
     assert driver, "NVML reports no driver version"
-    assert count >= torch.cuda.device_count(), f"NVML sees {count} GPUs, torch {torch.cuda.device_count()}"
+    assert count >= torch.cuda.device_count(), (
+        f"NVML sees {count} GPUs, torch {torch.cuda.device_count()}"
+    )

@@ -32,7 +32,9 @@ def loaded_openmp() -> dict[str, set[str]]:
                 paths.add(parts[5])
     try:
         threadpoolctl = __import__("threadpoolctl")
-        paths.update(i["filepath"] for i in threadpoolctl.threadpool_info() if i.get("user_api") == "openmp")
+        paths.update(
+            i["filepath"] for i in threadpoolctl.threadpool_info() if i.get("user_api") == "openmp"
+        )
     except ImportError:
         if not maps.exists():
             raise AssertionError(
@@ -91,7 +93,9 @@ def test_openmp_parallel_region_works() -> None:
     workaround, one runtime as the fix.
     """
     torch = need("torch")
-    assert torch.backends.openmp.is_available() or sys.platform == "darwin", "torch was built without OpenMP"
+    assert torch.backends.openmp.is_available() or sys.platform == "darwin", (
+        "torch was built without OpenMP"
+    )
     previous = torch.get_num_threads()
     torch.set_num_threads(max(2, previous))
     try:

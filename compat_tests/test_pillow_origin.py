@@ -22,7 +22,9 @@ def test_pillow_installed_by_pip() -> None:
     try:
         dist = metadata.distribution("pillow")
     except metadata.PackageNotFoundError:
-        raise AssertionError(f"Pillow is not installed in {sys.executable}. Fix: pip install Pillow") from None
+        raise AssertionError(
+            f"Pillow is not installed in {sys.executable}. Fix: pip install Pillow"
+        ) from None
     installer = (dist.read_text("INSTALLER") or "").strip().lower()
     conda_records = sorted(p.name for p in (Path(sys.prefix) / "conda-meta").glob("pillow-*.json"))
     assert installer != "conda" and not conda_records, (
@@ -39,12 +41,20 @@ def test_single_pil_provider() -> None:
     imported one is arbitrary; uninstall all and reinstall Pillow once.
     """
     providers = sorted({d.lower() for d in metadata.packages_distributions().get("PIL", [])})
-    assert providers == ["pillow"], f"PIL is provided by {providers or 'nothing'}, expected only pillow. {FIX}"
+    assert providers == ["pillow"], (
+        f"PIL is provided by {providers or 'nothing'}, expected only pillow. {FIX}"
+    )
     pil = need("PIL")
     dist = metadata.distribution("pillow")
-    files = {str(Path(str(dist.locate_file(f))).resolve()) for f in (dist.files or []) if f.name == "__init__.py"}
+    files = {
+        str(Path(str(dist.locate_file(f))).resolve())
+        for f in (dist.files or [])
+        if f.name == "__init__.py"
+    }
     imported = str(Path(pil.__file__ or "").resolve())
-    assert imported in files, f"imported PIL from {imported}, which is not the installed pillow's file. {FIX}"
+    assert imported in files, (
+        f"imported PIL from {imported}, which is not the installed pillow's file. {FIX}"
+    )
 
 
 def test_pillow_codecs_available() -> None:

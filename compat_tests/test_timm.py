@@ -21,7 +21,9 @@ def _forward(name: str, device: str) -> tuple[Any, Any]:
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
         out = model(x)
-    assert tuple(out.shape) == (BATCH, CLASSES), f"{name} output shape {tuple(out.shape)}, expected {(BATCH, CLASSES)}"
+    assert tuple(out.shape) == (BATCH, CLASSES), (
+        f"{name} output shape {tuple(out.shape)}, expected {(BATCH, CLASSES)}"
+    )
     assert bool(torch.isfinite(out).all()), f"{name} produced non-finite outputs on {device}"
     return model, out.cpu()
 

@@ -22,14 +22,22 @@ def _sine(torch: ModuleType, freq: float, seconds: float = 1.0) -> Any:
 def _mel(device: str) -> Any:
     torch = need("torch")
     transforms = need("torchaudio.transforms")
-    mel = transforms.MelSpectrogram(sample_rate=RATE, n_fft=400, hop_length=200, n_mels=40).to(device)
+    mel = transforms.MelSpectrogram(sample_rate=RATE, n_fft=400, hop_length=200, n_mels=40).to(
+        device
+    )
     low = mel(_sine(torch, 440.0).to(device))
     high = mel(_sine(torch, 4000.0).to(device))
-    assert tuple(low.shape) == (40, 81), f"MelSpectrogram shape {tuple(low.shape)}, expected (40, 81)"
-    assert bool(torch.isfinite(low).all()) and bool((low >= 0).all()), "non-finite or negative mel power"
+    assert tuple(low.shape) == (40, 81), (
+        f"MelSpectrogram shape {tuple(low.shape)}, expected (40, 81)"
+    )
+    assert bool(torch.isfinite(low).all()) and bool((low >= 0).all()), (
+        "non-finite or negative mel power"
+    )
     low_bin = int(low.mean(dim=1).argmax())
     high_bin = int(high.mean(dim=1).argmax())
-    assert low_bin < high_bin, f"440 Hz peaks in mel bin {low_bin}, 4 kHz in {high_bin}: not ordered"
+    assert low_bin < high_bin, (
+        f"440 Hz peaks in mel bin {low_bin}, 4 kHz in {high_bin}: not ordered"
+    )
     return low.cpu()
 
 
@@ -74,7 +82,9 @@ def test_torchaudio_extension_matches_torch() -> None:
             f"install the torchaudio built for torch {torch.__version__}.",
             pytrace=False,
         )
-    built = cuda_int_to_str(extension.cuda_version()) if hasattr(extension, "cuda_version") else None
+    built = (
+        cuda_int_to_str(extension.cuda_version()) if hasattr(extension, "cuda_version") else None
+    )
     wanted = ".".join(torch.version.cuda.split(".")[:2]) if torch.version.cuda else None
     assert built == wanted, (
         f"torchaudio was compiled for CUDA {built}, torch for CUDA {wanted}. Fix: install the "
@@ -93,9 +103,13 @@ def test_lfilter_matches_scipy() -> None:
     signal = need("scipy.signal")
     x = torch.randn(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     b, a = [0.2, 0.3, 0.2], [1.0, -0.5, 0.25]
-    found = functional.lfilter(x, torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), clamp=False)
+    found = functional.lfilter(
+        x, torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), clamp=False
+    )
     wanted = torch.from_numpy(signal.lfilter(b, a, x.numpy()))
-    assert torch.allclose(found, wanted, atol=1e-9), f"lfilter differs by {float((found - wanted).abs().max()):.2e}"
+    assert torch.allclose(found, wanted, atol=1e-9), (
+        f"lfilter differs by {float((found - wanted).abs().max()):.2e}"
+    )
 
 
 def test_resample_keeps_pitch() -> None:

@@ -20,7 +20,9 @@ def _gradient(size: tuple[int, int] = (48, 32)) -> Any:
     image_mod = need("PIL.Image")
     width, height = size
     image = image_mod.new("RGB", size)
-    image.putdata([(x * 255 // width, y * 255 // height, 128) for y in range(height) for x in range(width)])
+    image.putdata(
+        [(x * 255 // width, y * 255 // height, 128) for y in range(height) for x in range(width)]
+    )
     return image
 
 
@@ -49,7 +51,9 @@ def test_to_tensor() -> None:
     torch = need("torch")
     transforms = need("torchvision.transforms")
     tensor = transforms.ToTensor()(_gradient())
-    assert tensor.shape == (3, 32, 48) and tensor.dtype == torch.float32, f"got {tuple(tensor.shape)} {tensor.dtype}"
+    assert tensor.shape == (3, 32, 48) and tensor.dtype == torch.float32, (
+        f"got {tuple(tensor.shape)} {tensor.dtype}"
+    )
     assert 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
     assert abs(float(tensor[2, 0, 0]) - 128 / 255) < 1e-6
 
@@ -63,12 +67,14 @@ def test_transforms_v2() -> None:
     torch = need("torch")
     v2 = need("torchvision.transforms.v2")
     tv_tensors = need("torchvision.tv_tensors")
-    pipeline = v2.Compose([
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Resize((16, 24), antialias=True),
-        v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
-    ])
+    pipeline = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize((16, 24), antialias=True),
+            v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
+        ]
+    )
     out = pipeline(_gradient())
     assert tuple(out.shape) == (3, 16, 24), f"v2 pipeline gave shape {tuple(out.shape)}"
     assert -1.0 <= float(out.min()) and float(out.max()) <= 1.0
@@ -108,7 +114,9 @@ def test_torchvision_decode(fmt: str) -> None:
     decoded = tvio.decode_image(data)
     assert tuple(decoded.shape) == (3, 32, 48), f"decoded shape {tuple(decoded.shape)}"
     diff = _mean_abs_diff(torch, decoded, _pil_to_chw(torch, original))
-    assert diff <= LOSSY_TOLERANCE[fmt], f"torchvision decoded {fmt} differs by {diff:.2f} on average"
+    assert diff <= LOSSY_TOLERANCE[fmt], (
+        f"torchvision decoded {fmt} differs by {diff:.2f} on average"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
@@ -125,13 +133,17 @@ def test_torchvision_encode(fmt: str) -> None:
     encoded = tvio.encode_jpeg(original, quality=95) if fmt == "jpeg" else tvio.encode_png(original)
     decoded = image_mod.open(io.BytesIO(bytes(encoded.numpy().tobytes())))
     diff = _mean_abs_diff(torch, _pil_to_chw(torch, decoded), original)
-    assert diff <= LOSSY_TOLERANCE[fmt], f"PIL read torchvision's {fmt} with mean difference {diff:.2f}"
+    assert diff <= LOSSY_TOLERANCE[fmt], (
+        f"PIL read torchvision's {fmt} with mean difference {diff:.2f}"
+    )
 
 
 def _nms(device: str) -> None:
     torch = need("torch")
     ops = need("torchvision.ops")
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], dtype=torch.float32, device=device)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], dtype=torch.float32, device=device
+    )
     scores = torch.tensor([0.9, 0.8, 0.7], device=device)
     try:
         keep = ops.nms(boxes, scores, iou_threshold=0.5)
@@ -141,7 +153,9 @@ def _nms(device: str) -> None:
             "compiled ops do not match this torch; install the torchvision built for it.",
             pytrace=False,
         )
-    assert keep.cpu().tolist() == [0, 2], f"nms on {device} kept {keep.cpu().tolist()}, expected [0, 2]"
+    assert keep.cpu().tolist() == [0, 2], (
+        f"nms on {device} kept {keep.cpu().tolist()}, expected [0, 2]"
+    )
 
 
 def test_nms_cpu() -> None:

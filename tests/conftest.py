@@ -71,17 +71,25 @@ def stable_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from helpers import envlab
 
     base = tmp_path_factory.mktemp("stable-env")
-    env = {"ENVLAB_ENVS_DIR": str(base / "envs"), "ENVLAB_RUNS_DIR": str(base / "runs"),
-           "ENVLAB_HISTORY_DB": str(base / "history.sqlite"), "ENVLAB_HOST_ID": "e2e",
-           "ENVLAB_RUN_ID": "build"}
+    env = {
+        "ENVLAB_ENVS_DIR": str(base / "envs"),
+        "ENVLAB_RUNS_DIR": str(base / "runs"),
+        "ENVLAB_HISTORY_DB": str(base / "history.sqlite"),
+        "ENVLAB_HOST_ID": "e2e",
+        "ENVLAB_RUN_ID": "build",
+    }
     done = envlab("--root", str(ROOT), "test", "stable", "--no-compat", env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     return {**env, "PYTHON": str(base / "envs" / "stable" / "bin" / "python"), "BASE": str(base)}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--regen-golden", action="store_true", default=False,
-                     help="rewrite golden files under tests/data/golden from the current output")
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite golden files under tests/data/golden from the current output",
+    )
 
 
 @pytest.fixture
@@ -95,8 +103,12 @@ def golden(request: pytest.FixtureRequest):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             return
-        assert path.exists(), f"golden file {path} missing: run pytest --regen-golden once and review it"
-        assert text == path.read_text(encoding="utf-8"), f"output differs from golden file {path.name}"
+        assert path.exists(), (
+            f"golden file {path} missing: run pytest --regen-golden once and review it"
+        )
+        assert text == path.read_text(encoding="utf-8"), (
+            f"output differs from golden file {path.name}"
+        )
 
     return check
 

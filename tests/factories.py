@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from envlab.results import (
+from envlab.results.schema import (
     GPU,
     SCHEMA_VERSION,
     Benchmark,
@@ -24,18 +24,43 @@ from envlab.results import (
 )
 
 CATEGORIES = (
-    "imports", "cuda", "torchvision", "torchaudio", "timm", "blas", "numpy-interop", "openmp",
-    "pillow", "ecosystem", "compile", "cuda-memory",
+    "imports",
+    "cuda",
+    "torchvision",
+    "torchaudio",
+    "timm",
+    "blas",
+    "numpy-interop",
+    "openmp",
+    "pillow",
+    "ecosystem",
+    "compile",
+    "cuda-memory",
 )
 GPU_CATEGORIES = {"cuda", "cuda-memory"}
 START = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
 BASE_DISTS: dict[str, str] = {
-    "numpy": "2.3.4", "scipy": "1.16.3", "pandas": "2.3.3", "scikit-learn": "1.7.2",
-    "matplotlib": "3.10.7", "timm": "1.0.22", "transformers": "4.57.1", "accelerate": "1.11.0",
-    "safetensors": "0.6.2", "huggingface-hub": "0.36.0", "h5py": "3.15.1", "pillow": "12.0.0",
-    "pyyaml": "6.0.3", "pydantic": "2.12.4", "nvidia-ml-py": "13.580.82", "pytest": "9.0.1",
-    "tqdm": "4.67.1", "rich": "14.2.0", "opencv-python": "4.12.0.88", "statsmodels": "0.14.5",
+    "numpy": "2.3.4",
+    "scipy": "1.16.3",
+    "pandas": "2.3.3",
+    "scikit-learn": "1.7.2",
+    "matplotlib": "3.10.7",
+    "timm": "1.0.22",
+    "transformers": "4.57.1",
+    "accelerate": "1.11.0",
+    "safetensors": "0.6.2",
+    "huggingface-hub": "0.36.0",
+    "h5py": "3.15.1",
+    "pillow": "12.0.0",
+    "pyyaml": "6.0.3",
+    "pydantic": "2.12.4",
+    "nvidia-ml-py": "13.580.82",
+    "pytest": "9.0.1",
+    "tqdm": "4.67.1",
+    "rich": "14.2.0",
+    "opencv-python": "4.12.0.88",
+    "statsmodels": "0.14.5",
 }
 TORCH_BUILDS: dict[str, tuple[str, str | None, str, str]] = {
     # env -> (torch, torch.version.cuda, torchvision, torchaudio)
@@ -61,18 +86,35 @@ def run_id(i: int, start: datetime = START) -> tuple[str, str]:
     return when.strftime("%Y%m%dT%H%M%SZ") + f"-{i:06x}", when.isoformat(timespec="seconds")
 
 
-def host(host_id: str = "ci-cpu-1", *, gpu: str | None = None, cc: str | None = None,
-         driver: str | None = None) -> Host:
+def host(
+    host_id: str = "ci-cpu-1",
+    *,
+    gpu: str | None = None,
+    cc: str | None = None,
+    driver: str | None = None,
+) -> Host:
     gpus = [GPU(name=gpu, compute_capability=cc, driver=driver, memory_mib=24576)] if gpu else []
     return Host(
-        id=host_id, hostname=f"{host_id}.example", os="Linux 6.1", platform="linux-64",
-        machine="x86_64", cpu="AMD EPYC 7763", cpu_count=2, gpus=gpus, driver=driver,
+        id=host_id,
+        hostname=f"{host_id}.example",
+        os="Linux 6.1",
+        platform="linux-64",
+        machine="x86_64",
+        cpu="AMD EPYC 7763",
+        cpu_count=2,
+        gpus=gpus,
+        driver=driver,
         max_cuda="13.0" if driver else None,
     )
 
 
-def compat(*, failing: dict[str, str] | None = None, gpu: bool = False,
-           categories: Sequence[str] = CATEGORIES, per_category: int = 3) -> CompatRun:
+def compat(
+    *,
+    failing: dict[str, str] | None = None,
+    gpu: bool = False,
+    categories: Sequence[str] = CATEGORIES,
+    per_category: int = 3,
+) -> CompatRun:
     """A compat run: every test passes except ``failing`` (test id -> message); GPU tests skip
     without a GPU."""
     failing = failing or {}
@@ -81,14 +123,35 @@ def compat(*, failing: dict[str, str] | None = None, gpu: bool = False,
         for n in range(per_category):
             test_id = f"compat_tests/test_{category.replace('-', '_')}.py::test_{n}"
             if test_id in failing:
-                tests.append(CompatTest(id=test_id, category=category, outcome="failed",
-                                        duration_s=0.05, message=failing[test_id]))
+                tests.append(
+                    CompatTest(
+                        id=test_id,
+                        category=category,
+                        outcome="failed",
+                        duration_s=0.05,
+                        message=failing[test_id],
+                    )
+                )
             elif category in GPU_CATEGORIES and not gpu:
-                tests.append(CompatTest(id=test_id, category=category, outcome="skipped",
-                                        skip_reason="no CUDA device on this host", gpu=True))
+                tests.append(
+                    CompatTest(
+                        id=test_id,
+                        category=category,
+                        outcome="skipped",
+                        skip_reason="no CUDA device on this host",
+                        gpu=True,
+                    )
+                )
             else:
-                tests.append(CompatTest(id=test_id, category=category, outcome="passed",
-                                        duration_s=0.02, gpu=category in GPU_CATEGORIES))
+                tests.append(
+                    CompatTest(
+                        id=test_id,
+                        category=category,
+                        outcome="passed",
+                        duration_s=0.02,
+                        gpu=category in GPU_CATEGORIES,
+                    )
+                )
     return CompatRun(tests=tests, duration_s=4.2, returncode=1 if failing else 0)
 
 
@@ -100,8 +163,15 @@ def samples(rng: random.Random, center: float, cv: float = 0.05, n: int = 15) ->
     return out
 
 
-def benchmark(name: str, values: list[float], *, unit: str = "ms", higher_is_better: bool = False,
-              params: dict[str, Any] | None = None, peak: float | None = None) -> Benchmark:
+def benchmark(
+    name: str,
+    values: list[float],
+    *,
+    unit: str = "ms",
+    higher_is_better: bool = False,
+    params: dict[str, Any] | None = None,
+    peak: float | None = None,
+) -> Benchmark:
     q = statistics.quantiles(values, n=4, method="inclusive")
     med = statistics.median(values)
     cv = statistics.pstdev(values) / statistics.fmean(values)
@@ -109,60 +179,120 @@ def benchmark(name: str, values: list[float], *, unit: str = "ms", higher_is_bet
     if peak is not None:
         fraction = (med / peak) if higher_is_better else None
     return Benchmark(
-        name=name, version=1, params=params or {}, unit=unit, higher_is_better=higher_is_better,
-        samples=values, median=med, iqr=q[2] - q[0], cv=cv, noisy=cv > 0.1, peak=peak,
-        peak_source="spec sheet" if peak else None, fraction_of_peak=fraction,
+        name=name,
+        version=1,
+        params=params or {},
+        unit=unit,
+        higher_is_better=higher_is_better,
+        samples=values,
+        median=med,
+        iqr=q[2] - q[0],
+        cv=cv,
+        noisy=cv > 0.1,
+        peak=peak,
+        peak_source="spec sheet" if peak else None,
+        fraction_of_peak=fraction,
     )
 
 
-def default_benchmarks(rng: random.Random, env: str, *, scale: float = 1.0,
-                       slow: dict[str, float] | None = None) -> list[Benchmark]:
+def default_benchmarks(
+    rng: random.Random, env: str, *, scale: float = 1.0, slow: dict[str, float] | None = None
+) -> list[Benchmark]:
     """Three CPU benchmarks with env-dependent speeds; ``slow`` multiplies a benchmark's time."""
     slow = slow or {}
-    base = {"stable": 1.0, "latest": 0.95, "nightly": 0.97, "cpu": 1.05, "legacy": 1.3}.get(env, 1.0)
+    base = {"stable": 1.0, "latest": 0.95, "nightly": 0.97, "cpu": 1.05, "legacy": 1.3}.get(
+        env, 1.0
+    )
     mm = 12.0 * base * scale * slow.get("matmul", 1.0)
     conv = 30.0 * base * scale * slow.get("conv2d", 1.0)
     gflops = 2 * 1024**3 / (mm / 1000) / 1e9
     return [
         benchmark("matmul", samples(rng, mm), params={"n": 1024, "dtype": "float32"}),
         benchmark("conv2d", samples(rng, conv), params={"batch": 8}),
-        benchmark("matmul-throughput", [gflops / (v / mm) for v in samples(rng, mm)], unit="GFLOP/s",
-                  higher_is_better=True, params={"n": 1024}, peak=400.0),
+        benchmark(
+            "matmul-throughput",
+            [gflops / (v / mm) for v in samples(rng, mm)],
+            unit="GFLOP/s",
+            higher_is_better=True,
+            params={"n": 1024},
+            peak=400.0,
+        ),
     ]
 
 
-def result(*, run: int = 0, env: str = "stable", host_: Host | None = None, outcome: str = "built",
-           reason: str | None = None, failing: dict[str, str] | None = None,
-           checks: list[Check] | None = None, benchmarks: list[Benchmark] | None = None,
-           dists: dict[str, str] | None = None, torch: str | None = None,
-           start: datetime = START) -> Result:
+def result(
+    *,
+    run: int = 0,
+    env: str = "stable",
+    host_: Host | None = None,
+    outcome: str = "built",
+    reason: str | None = None,
+    failing: dict[str, str] | None = None,
+    checks: list[Check] | None = None,
+    benchmarks: list[Benchmark] | None = None,
+    dists: dict[str, str] | None = None,
+    torch: str | None = None,
+    start: datetime = START,
+) -> Result:
     """One valid result document for (run index, env, host)."""
     rid, created = run_id(run, start)
     host_ = host_ or host()
     built = outcome in ("built", "verify-failed")
     torch_v, cuda, tv, ta = TORCH_BUILDS.get(env, TORCH_BUILDS["stable"])
     torch_v = torch or torch_v
-    distributions = {**BASE_DISTS, "torch": torch_v, "torchvision": tv, "torchaudio": ta, **(dists or {})}
-    layers = [LayerRecord(name="base", duration_s=2.1), LayerRecord(name="torch", index="pypi", duration_s=31.5),
-              LayerRecord(name="stack", index="pypi", duration_s=18.2)]
+    distributions = {
+        **BASE_DISTS,
+        "torch": torch_v,
+        "torchvision": tv,
+        "torchaudio": ta,
+        **(dists or {}),
+    }
+    layers = [
+        LayerRecord(name="base", duration_s=2.1),
+        LayerRecord(name="torch", index="pypi", duration_s=31.5),
+        LayerRecord(name="stack", index="pypi", duration_s=18.2),
+    ]
     if not built:
-        layers = [LayerRecord(name="base", duration_s=2.0),
-                  LayerRecord(name="torch", outcome="unavailable" if outcome == "unavailable" else "failed",
-                              message=reason)]
+        layers = [
+            LayerRecord(name="base", duration_s=2.0),
+            LayerRecord(
+                name="torch",
+                outcome="unavailable" if outcome == "unavailable" else "failed",
+                message=reason,
+            ),
+        ]
     facts: dict[str, Any] = {}
     if built:
         facts = {
             "python": {"version": "3.11.7"},
-            "torch": {"version": torch_v, "cuda": cuda, "cudnn": 91002 if cuda else None,
-                      "arch_flags": ["sm_80", "sm_90", "sm_120"] if cuda else []},
-            "distributions": {k: {"version": v, "installer": "uv"} for k, v in sorted(distributions.items())},
+            "torch": {
+                "version": torch_v,
+                "cuda": cuda,
+                "cudnn": 91002 if cuda else None,
+                "arch_flags": ["sm_80", "sm_90", "sm_120"] if cuda else [],
+            },
+            "distributions": {
+                k: {"version": v, "installer": "uv"} for k, v in sorted(distributions.items())
+            },
         }
     return Result(
-        schema_version=SCHEMA_VERSION, run_id=rid, created=created, env=env, spec_hash=f"{env}-spec",
-        description=f"{env} env", host=host_, outcome=outcome, reason=reason,  # type: ignore[arg-type]
+        schema_version=SCHEMA_VERSION,
+        run_id=rid,
+        created=created,
+        env=env,
+        spec_hash=f"{env}-spec",
+        description=f"{env} env",
+        host=host_,
+        outcome=outcome,
+        reason=reason,  # type: ignore[arg-type]
         build=BuildRecord(layers=layers, duration_s=sum(layer.duration_s for layer in layers)),
-        checks=checks if checks is not None else ([Check(name="torch.version", ok=True, expected=torch_v,
-                                                         found=torch_v, layer="torch")] if built else []),
+        checks=checks
+        if checks is not None
+        else (
+            [Check(name="torch.version", ok=True, expected=torch_v, found=torch_v, layer="torch")]
+            if built
+            else []
+        ),
         facts=facts,
         compat=compat(failing=failing, gpu=bool(host_.gpus)) if built else None,
         benchmarks=(benchmarks or []) if built else [],
@@ -176,8 +306,10 @@ def unavailable(run: int, env: str, host_: Host | None = None) -> Result:
 def first_run(rng: random.Random | None = None, *, with_benchmarks: bool = False) -> list[Result]:
     """The very first run on a PyPI-only machine: stable and latest built, three unavailable."""
     rng = rng or random.Random(1)
-    out = [result(run=0, env=env, benchmarks=default_benchmarks(rng, env) if with_benchmarks else None)
-           for env in ("stable", "latest")]
+    out = [
+        result(run=0, env=env, benchmarks=default_benchmarks(rng, env) if with_benchmarks else None)
+        for env in ("stable", "latest")
+    ]
     out += [unavailable(0, env) for env in ("nightly", "cpu", "legacy")]
     return out
 
@@ -185,4 +317,3 @@ def first_run(rng: random.Random | None = None, *, with_benchmarks: bool = False
 def write(runs_dir: Path, results: Iterable[Result]) -> list[Path]:
     store = Store(runs_dir)
     return [store.write(r) for r in results]
-

@@ -11,8 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_project(tmp: Path, indexes: dict[str, str] | None = None, envs: dict[str, str] | None = None,
-                 stack: list[str] | None = None, copy_suite: bool = False) -> Path:
+def make_project(
+    tmp: Path,
+    indexes: dict[str, str] | None = None,
+    envs: dict[str, str] | None = None,
+    stack: list[str] | None = None,
+    copy_suite: bool = False,
+) -> Path:
     """A project directory with envspecs/ (given TOML texts) under ``tmp``."""
     root = tmp / "project"
     specs = root / "envspecs"
@@ -21,7 +26,8 @@ def make_project(tmp: Path, indexes: dict[str, str] | None = None, envs: dict[st
         shutil.copy(ROOT / "envspecs" / "indexes.toml", specs / "indexes.toml")
     else:
         specs.joinpath("indexes.toml").write_text(
-            "".join(f'[{name}]\nurl = "{url}"\n\n' for name, url in indexes.items()), encoding="utf-8"
+            "".join(f'[{name}]\nurl = "{url}"\n\n' for name, url in indexes.items()),
+            encoding="utf-8",
         )
     if stack is not None:
         quoted = ", ".join(f'"{p}"' for p in stack)
@@ -29,16 +35,28 @@ def make_project(tmp: Path, indexes: dict[str, str] | None = None, envs: dict[st
     for name, text in (envs or {}).items():
         specs.joinpath(f"{name}.toml").write_text(text, encoding="utf-8")
     if copy_suite:
-        shutil.copytree(ROOT / "compat_tests", root / "compat_tests",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "benchmarks", root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / "compat_tests",
+            root / "compat_tests",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        shutil.copytree(
+            ROOT / "benchmarks", root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__")
+        )
     return root
 
 
-def envlab(*args: str, env: dict[str, str] | None = None, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+def envlab(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m envlab.cli ARGS`` as a user would, capturing output."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "envlab.cli", *args], check=False, capture_output=True, text=True,
-        env=full_env, timeout=timeout, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "envlab.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )

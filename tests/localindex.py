@@ -41,8 +41,9 @@ def _module_source(name: str, version: str) -> str:
     return source
 
 
-def build_wheel(directory: Path, name: str, version: str, requires: list[str] | None = None,
-                payload: str = "") -> Path:
+def build_wheel(
+    directory: Path, name: str, version: str, requires: list[str] | None = None, payload: str = ""
+) -> Path:
     """Write ``name-version-py3-none-any.whl`` with the given Requires-Dist lines; return its path.
 
     ``payload`` is appended to the module, to make a different file with the same name.
@@ -79,7 +80,14 @@ class LocalIndexes:
     base_url: str = ""
     packages: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
-    def add(self, index: str, name: str, version: str, requires: list[str] | None = None, payload: str = "") -> Path:
+    def add(
+        self,
+        index: str,
+        name: str,
+        version: str,
+        requires: list[str] | None = None,
+        payload: str = "",
+    ) -> Path:
         path = build_wheel(self.root / index / _norm(name), name, version, requires, payload)
         self.packages.setdefault(index, []).append((name, version))
         return path
@@ -138,7 +146,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             names = sorted(p.name for p in index.iterdir()) if index.is_dir() else []
             links = "".join(f'<a href="{n}/">{n}</a><br/>\n' for n in names)
             return f"<html><body>{links}</body></html>".encode(), "text/html"
-        if len(parts) == 4 and parts[1] == "simple":  # files live under the index URL, as on PyTorch's
+        if (
+            len(parts) == 4 and parts[1] == "simple"
+        ):  # files live under the index URL, as on PyTorch's
             path = self.root / parts[0] / parts[2] / parts[3]
             if parts[2] in self.delays:
                 time.sleep(self.delays[parts[2]])

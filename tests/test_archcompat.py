@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from envlab.archcompat import (
+from envlab.verify.archcompat import (
     Arch,
     Capability,
     coverage,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from envlab import bench
 from envlab.errors import UserError
-from envlab.peaks import CpuInfo, read_cpu_info
-from envlab.results import BuildRecord
+from envlab.results.schema import BuildRecord
+from envlab.run import bench
+from envlab.run.peaks import CpuInfo, read_cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,7 +185,12 @@ def test_quick_set_in_a_real_env(stable_env: dict[str, str], tmp_path: Path) -> 
     cpu = read_cpu_info()
     start = time.monotonic()
     run = bench.run_benchmark_program(
-        python, ROOT, "quick", tmp_path, cpu, BuildRecord(env_dir=str(python.parents[1]), duration_s=120.0)
+        python,
+        ROOT,
+        "quick",
+        tmp_path,
+        cpu,
+        BuildRecord(env_dir=str(python.parents[1]), duration_s=120.0),
     )
     elapsed = time.monotonic() - start
     assert run.context["complete"] and run.context["threads"] >= 1

@@ -20,23 +20,54 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "compat_tests"
 STABLE_EXPECT: dict[str, Any] = {
-    "env": "stable", "torch_version": "2.10.0", "torch_local": "cu128", "cuda": "12.8",
-    "cpu_only": False, "arch_covers": ["sm_120"], "torch_family_match": True,
-    "nightly_max_age_days": None, "blas": "openblas", "numpy_major": 2,
+    "env": "stable",
+    "torch_version": "2.10.0",
+    "torch_local": "cu128",
+    "cuda": "12.8",
+    "cpu_only": False,
+    "arch_covers": ["sm_120"],
+    "torch_family_match": True,
+    "nightly_max_age_days": None,
+    "blas": "openblas",
+    "numpy_major": 2,
 }
 OUTCOMES = {"passed", "failed", "skipped", "error", "xfailed", "xpassed"}
 SEED_CATEGORIES = {
-    "core-imports", "cuda", "torchvision", "torchaudio", "timm", "blas", "numpy-interop",
-    "openmp", "pillow-origin", "ecosystem", "compile", "cuda-memory",
+    "core-imports",
+    "cuda",
+    "torchvision",
+    "torchaudio",
+    "timm",
+    "blas",
+    "numpy-interop",
+    "openmp",
+    "pillow-origin",
+    "ecosystem",
+    "compile",
+    "cuda-memory",
 }
 
 
-def run_compat_suite(python: Path, out: Path, expect: dict[str, Any] | None, *targets: str,
-                     pythonpath: Path | None = None, timeout: float = 900) -> dict[str, Any]:
+def run_compat_suite(
+    python: Path,
+    out: Path,
+    expect: dict[str, Any] | None,
+    *targets: str,
+    pythonpath: Path | None = None,
+    timeout: float = 900,
+) -> dict[str, Any]:
     """Run the suite as envlab does (cwd a temp dir); return its JSON plus ``returncode``/``output``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [str(python), "-m", "pytest", *(targets or (str(SUITE),)), "-q", "-p", "no:cacheprovider",
-            f"--compat-json={out}"]
+    argv = [
+        str(python),
+        "-m",
+        "pytest",
+        *(targets or (str(SUITE),)),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--compat-json={out}",
+    ]
     if expect is not None:
         expect_file = out.with_suffix(".expect.json")
         expect_file.write_text(json.dumps(expect), encoding="utf-8")
@@ -45,9 +76,12 @@ def run_compat_suite(python: Path, out: Path, expect: dict[str, Any] | None, *ta
     env.pop("PYTHONPATH", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    done = subprocess.run(argv, cwd=out.parent, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert out.exists(), f"the suite wrote no JSON (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    done = subprocess.run(
+        argv, cwd=out.parent, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert out.exists(), (
+        f"the suite wrote no JSON (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    )
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     data["returncode"] = done.returncode
     data["output"] = done.stdout[-5000:]
@@ -71,7 +105,9 @@ def stable_python(stable_env: dict[str, str]) -> Path:
 
 @pytest.fixture(scope="module")
 def stable_run(stable_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return run_compat_suite(stable_python, tmp_path_factory.mktemp("stable") / "compat.json", STABLE_EXPECT)
+    return run_compat_suite(
+        stable_python, tmp_path_factory.mktemp("stable") / "compat.json", STABLE_EXPECT
+    )
 
 
 # --- the suite in the real stable env ----------------------------------------------------------
@@ -83,9 +119,21 @@ def test_stable_json_schema(stable_run: dict[str, Any]) -> None:
     ids = [test["id"] for test in stable_run["tests"]]
     assert len(ids) == len(set(ids)), "duplicate test ids"
     for test in stable_run["tests"]:
-        assert set(test) == {"id", "category", "outcome", "duration_s", "message", "skip_reason", "gpu"}, test
+        assert set(test) == {
+            "id",
+            "category",
+            "outcome",
+            "duration_s",
+            "message",
+            "skip_reason",
+            "gpu",
+        }, test
         assert test["outcome"] in OUTCOMES, test
-        assert isinstance(test["category"], str) and test["category"] not in ("", "unknown", "collection"), test
+        assert isinstance(test["category"], str) and test["category"] not in (
+            "",
+            "unknown",
+            "collection",
+        ), test
         assert isinstance(test["duration_s"], float) and test["duration_s"] >= 0, test
         assert isinstance(test["gpu"], bool), test
         if test["outcome"] == "passed":
@@ -100,14 +148,19 @@ def test_stable_json_schema(stable_run: dict[str, Any]) -> None:
 def test_stable_covers_the_seed_script(stable_run: dict[str, Any]) -> None:
     assert len(stable_run["tests"]) >= 61, f"only {len(stable_run['tests'])} checks"
     categories = Counter(test["category"] for test in stable_run["tests"])
-    assert SEED_CATEGORIES <= set(categories), f"missing seed categories: {SEED_CATEGORIES - set(categories)}"
+    assert SEED_CATEGORIES <= set(categories), (
+        f"missing seed categories: {SEED_CATEGORIES - set(categories)}"
+    )
     assert {"conv", "linalg", "build-versions", "arch", "locale", "nvml"} <= set(categories)
 
 
 @pytest.mark.e2e
 def test_stable_non_gpu_checks_pass(stable_run: dict[str, Any]) -> None:
-    bad = [f"{t['id']}: {t['outcome']}: {t['message'] or t['skip_reason']}"
-           for t in stable_run["tests"] if not t["gpu"] and t["outcome"] != "passed"]
+    bad = [
+        f"{t['id']}: {t['outcome']}: {t['message'] or t['skip_reason']}"
+        for t in stable_run["tests"]
+        if not t["gpu"] and t["outcome"] != "passed"
+    ]
     assert not bad, "non-GPU checks that did not pass in stable:\n" + "\n".join(bad)
 
 
@@ -130,30 +183,55 @@ def test_stable_gpu_checks_follow_the_device(stable_run: dict[str, Any]) -> None
 
 
 @pytest.mark.e2e
-def test_planted_cpu_only_expectation_fails_on_cuda_env(stable_python: Path, tmp_path: Path) -> None:
+def test_planted_cpu_only_expectation_fails_on_cuda_env(
+    stable_python: Path, tmp_path: Path
+) -> None:
     """A CPU-only expectation against the CUDA stable env: the CUDA-absence checks fail."""
-    expect = {**STABLE_EXPECT, "env": "cpu", "cpu_only": True, "cuda": None, "torch_local": "cpu", "arch_covers": []}
-    data = run_compat_suite(stable_python, tmp_path / "compat.json", expect,
-                            str(SUITE / "test_cuda.py"), str(SUITE / "test_cuda_memory.py"))
+    expect = {
+        **STABLE_EXPECT,
+        "env": "cpu",
+        "cpu_only": True,
+        "cuda": None,
+        "torch_local": "cpu",
+        "arch_covers": [],
+    }
+    data = run_compat_suite(
+        stable_python,
+        tmp_path / "compat.json",
+        expect,
+        str(SUITE / "test_cuda.py"),
+        str(SUITE / "test_cuda_memory.py"),
+    )
     assert data["returncode"] == 1, data["output"]
     tests = by_name(data)
     gpu_tests = [t for t in data["tests"] if t["gpu"]]
     assert gpu_tests and all(t["outcome"] == "failed" for t in gpu_tests), gpu_tests
     for test in gpu_tests:
         assert "expected a CPU-only env (cpu_only: true) but found CUDA" in test["message"], test
-        assert "torch.version.cuda is '12.8'" in test["message"] and "nvidia-* CUDA wheels" in test["message"]
+        assert (
+            "torch.version.cuda is '12.8'" in test["message"]
+            and "nvidia-* CUDA wheels" in test["message"]
+        )
         assert "Fix: install torch from the CPU index" in test["message"]
     version = tests["test_cuda_version_matches_expectation"]
-    assert version["outcome"] == "failed" and "expected a CPU-only build" in version["message"], version
+    assert version["outcome"] == "failed" and "expected a CPU-only build" in version["message"], (
+        version
+    )
     wheels = tests["test_nvidia_wheels_match_build"]
     assert wheels["outcome"] == "failed" and "nvidia-cublas-cu12" in wheels["message"], wheels
     assert tests["test_cuda_build_consistent"]["outcome"] == "passed"
 
 
 @pytest.mark.e2e
-def test_planted_cuda_118_expectation_names_expected_and_found(stable_python: Path, tmp_path: Path) -> None:
-    data = run_compat_suite(stable_python, tmp_path / "compat.json", {**STABLE_EXPECT, "cuda": "11.8"},
-                            str(SUITE / "test_cuda.py"))
+def test_planted_cuda_118_expectation_names_expected_and_found(
+    stable_python: Path, tmp_path: Path
+) -> None:
+    data = run_compat_suite(
+        stable_python,
+        tmp_path / "compat.json",
+        {**STABLE_EXPECT, "cuda": "11.8"},
+        str(SUITE / "test_cuda.py"),
+    )
     test = by_name(data)["test_cuda_version_matches_expectation"]
     assert test["outcome"] == "failed", test
     assert "expected CUDA 11.8, found torch.version.cuda = '12.8'" in test["message"], test
@@ -186,17 +264,31 @@ def test_planted_numpy2_abi_break_is_named(tmp_path: Path) -> None:
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True)
     (fake / "torch" / "__init__.py").write_text(FAKE_OLD_TORCH, encoding="utf-8")
-    data = run_compat_suite(Path(sys.executable), tmp_path / "run" / "compat.json", None,
-                            str(SUITE / "test_numpy_interop.py"), pythonpath=fake, timeout=300)
+    data = run_compat_suite(
+        Path(sys.executable),
+        tmp_path / "run" / "compat.json",
+        None,
+        str(SUITE / "test_numpy_interop.py"),
+        pythonpath=fake,
+        timeout=300,
+    )
     tests = by_name(data)
     # The static check knows the versions; the round trip only sees the runtime error text.
-    for name in ("test_numpy_abi_compatible", "test_from_numpy_shares_memory", "test_dtype_roundtrip[float32]"):
+    for name in (
+        "test_numpy_abi_compatible",
+        "test_from_numpy_shares_memory",
+        "test_dtype_roundtrip[float32]",
+    ):
         test = tests[name]
         assert test["outcome"] == "failed", test
-        assert test["message"].startswith("NumPy ABI break: torch 2.3.1+cu121 cannot use numpy"), test
+        assert test["message"].startswith("NumPy ABI break: torch 2.3.1+cu121 cannot use numpy"), (
+            test
+        )
         assert "Fix: install torch>=2.4" in test["message"] and "numpy<2" in test["message"], test
     assert "(Numpy is not available)" in tests["test_from_numpy_shares_memory"]["message"]
-    assert tests["test_numpy_major_matches_expectation"]["skip_reason"].startswith("no expectation declared")
+    assert tests["test_numpy_major_matches_expectation"]["skip_reason"].startswith(
+        "no expectation declared"
+    )
 
 
 def test_missing_packages_fail_per_check_not_the_run(tmp_path: Path) -> None:
@@ -204,15 +296,23 @@ def test_missing_packages_fail_per_check_not_the_run(tmp_path: Path) -> None:
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True)
     (fake / "torch" / "__init__.py").write_text(
-        'raise ModuleNotFoundError("No module named \'torch\'", name="torch")\n', encoding="utf-8")
-    data = run_compat_suite(Path(sys.executable), tmp_path / "run" / "compat.json", None,
-                            pythonpath=fake, timeout=300)
+        'raise ModuleNotFoundError("No module named \'torch\'", name="torch")\n', encoding="utf-8"
+    )
+    data = run_compat_suite(
+        Path(sys.executable), tmp_path / "run" / "compat.json", None, pythonpath=fake, timeout=300
+    )
     assert data["returncode"] == 1, data["output"]
     assert len(data["tests"]) >= 61
     outcomes = Counter(t["outcome"] for t in data["tests"])
-    assert outcomes["error"] == 0 and not [t for t in data["tests"] if t["category"] == "collection"], outcomes
+    assert outcomes["error"] == 0 and not [
+        t for t in data["tests"] if t["category"] == "collection"
+    ], outcomes
     tests = by_name(data)
-    for name in ("test_core_import[torch]", "test_from_numpy_shares_memory", "test_cuda_build_consistent"):
+    for name in (
+        "test_core_import[torch]",
+        "test_from_numpy_shares_memory",
+        "test_cuda_build_consistent",
+    ):
         assert tests[name]["outcome"] == "failed", tests[name]
         assert tests[name]["message"].startswith("torch is not installed in "), tests[name]
     gate = tests["test_gpu_matmul[float16]"]
@@ -226,8 +326,13 @@ def test_missing_packages_fail_per_check_not_the_run(tmp_path: Path) -> None:
 
 
 def test_catalogue_is_up_to_date() -> None:
-    done = subprocess.run([sys.executable, str(SUITE / "catalogue.py"), "--check"],
-                          capture_output=True, text=True, check=False, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(SUITE / "catalogue.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -300,12 +405,19 @@ def test_suite_is_standalone() -> None:
     for path in SUITE.glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name} at module level"
     ini = configparser.ConfigParser()
     ini.read(SUITE / "pytest.ini", encoding="utf-8")
     assert ini.has_section("pytest"), "compat_tests/pytest.ini must have a [pytest] section"
-    assert not {"testpaths", "filterwarnings"} & set(ini["pytest"]), "the suite must not inherit envlab's settings"
+    assert not {"testpaths", "filterwarnings"} & set(ini["pytest"]), (
+        "the suite must not inherit envlab's settings"
+    )
     assert "gpu" in ini["pytest"]["markers"] and "category" in ini["pytest"]["markers"]

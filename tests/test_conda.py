@@ -17,10 +17,10 @@ import yaml
 from helpers import ROOT, envlab, make_project
 from localindex import LocalIndexes, serve
 
-from envlab import conda
-from envlab.lock import conda_constraints
-from envlab.results import load
-from envlab.spec import Matrix
+from envlab.build import conda
+from envlab.build.lock import conda_constraints
+from envlab.results.schema import load
+from envlab.spec.envspec import Matrix
 
 DATA = ROOT / "tests" / "data" / "conda"
 MATRIX = Matrix(ROOT / "envspecs")
@@ -42,21 +42,29 @@ def test_shipped_conda_envs() -> None:
 def test_virtual_packages_for_a_gpu_env() -> None:
     spec = MATRIX.get("stable-conda")
     doc = yaml.safe_load(conda.virtual_packages(spec, ["linux-64", "win-64", "osx-arm64"]))
-    assert doc == {"subdirs": {"linux-64": {"packages": {"__cuda": "12.8", "__glibc": "2.28"}},
-                               "win-64": {"packages": {"__cuda": "12.8"}}}}
+    assert doc == {
+        "subdirs": {
+            "linux-64": {"packages": {"__cuda": "12.8", "__glibc": "2.28"}},
+            "win-64": {"packages": {"__cuda": "12.8"}},
+        }
+    }
     with pytest.raises(ValueError, match="not a GPU env"):
         conda.virtual_packages(MATRIX.get("cpu"), ["linux-64"])
 
 
 def test_lock_command_gpu_vs_cpu(tmp_path: Path) -> None:
     gpu = MATRIX.get("stable-conda")
-    argv = conda.lock_argv(gpu, Path("env.yml"), Path("conda-lock.yml"), Path("/opt/bin/micromamba"), Path("vp.yml"))
+    argv = conda.lock_argv(
+        gpu, Path("env.yml"), Path("conda-lock.yml"), Path("/opt/bin/micromamba"), Path("vp.yml")
+    )
     assert argv[:6] == ["conda-lock", "lock", "--file", "env.yml", "--lockfile", "conda-lock.yml"]
     assert argv.count("--platform") == 2 and "osx-arm64" not in argv
     assert "--micromamba" in argv and argv[-2:] == ["--virtual-package-spec", "vp.yml"]
     assert "--without-cuda" not in argv
     cpu = MATRIX.get("cpu")
-    argv = conda.lock_argv(cpu, Path("env.yml"), Path("conda-lock.yml"), Path("/usr/bin/conda"), None)
+    argv = conda.lock_argv(
+        cpu, Path("env.yml"), Path("conda-lock.yml"), Path("/usr/bin/conda"), None
+    )
     assert argv[-1] == "--without-cuda" and "--virtual-package-spec" not in argv
     assert argv[argv.index("--conda") + 1] == "/usr/bin/conda"
     with pytest.raises(ValueError, match="virtual-package spec"):
@@ -65,9 +73,23 @@ def test_lock_command_gpu_vs_cpu(tmp_path: Path) -> None:
 
 def test_install_commands() -> None:
     assert conda.install_argv(Path("/x/micromamba"), Path("l.yml"), Path("/envs/p")) == [
-        "/x/micromamba", "create", "--yes", "--prefix", "/envs/p", "--file", "l.yml"]
+        "/x/micromamba",
+        "create",
+        "--yes",
+        "--prefix",
+        "/envs/p",
+        "--file",
+        "l.yml",
+    ]
     assert conda.install_argv(Path("/x/conda"), Path("l.yml"), Path("/envs/p")) == [
-        "conda-lock", "install", "--conda", "/x/conda", "--prefix", "/envs/p", "l.yml"]
+        "conda-lock",
+        "install",
+        "--conda",
+        "/x/conda",
+        "--prefix",
+        "/envs/p",
+        "l.yml",
+    ]
 
 
 def test_read_real_format_lockfile() -> None:
@@ -101,7 +123,12 @@ def test_conda_versions_constrain_the_pip_layers() -> None:
     pins = conda_constraints(DATA / "conda-lock.yml", "linux-64")
     assert pins["numpy"] == "2.2.6" and pins["scikit-learn"] == "1.6.1"
     assert pins["joblib"] == "1.4.2"  # noarch python package (build pyh...)
-    assert "python" not in pins and "tzdata" not in pins and "libblas" not in pins and "ffmpeg" not in pins
+    assert (
+        "python" not in pins
+        and "tzdata" not in pins
+        and "libblas" not in pins
+        and "ffmpeg" not in pins
+    )
     assert conda_constraints(None, "linux-64") == {}
 
 
@@ -109,11 +136,22 @@ def test_no_conda_means_unavailable_and_pip_envs_still_lock(tmp_path: Path) -> N
     if any(shutil.which(x) for x in conda.EXECUTABLES):
         pytest.skip("a conda executable is installed here: this test is about its absence")
     root = make_project(tmp_path, envs={"c": (ROOT / "envspecs" / "stable-conda.toml").read_text()})
-    shutil.copy(ROOT / "envspecs" / "stable-conda.environment.yml", root / "envspecs" / "c.environment.yml")
-    done = envlab("--root", str(root), "test", "c", "--no-compat", env={"ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r"})
+    shutil.copy(
+        ROOT / "envspecs" / "stable-conda.environment.yml", root / "envspecs" / "c.environment.yml"
+    )
+    done = envlab(
+        "--root",
+        str(root),
+        "test",
+        "c",
+        "--no-compat",
+        env={"ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r"},
+    )
     assert done.returncode == 2
     line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("envlab: error: c: unavailable: no conda executable (micromamba, mamba, conda) on PATH: install micromamba")
+    assert line.startswith(
+        "envlab: error: c: unavailable: no conda executable (micromamba, mamba, conda) on PATH: install micromamba"
+    )
     done = envlab("--root", str(root), "lock", "--platform", "linux-64", env={})
     assert done.returncode == 0 and "c: unavailable: no conda executable" in done.stdout
 
@@ -138,28 +176,69 @@ def fake_micromamba(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_build_on_a_conda_base(tmp_path: Path, fake_micromamba: tuple[Path, Path]) -> None:
     bindir, log = fake_micromamba
-    spec = (f'description = "c"\npython = "{PY}"\nplatforms = ["linux-64"]\n'
-            '[torch]\npackages = ["torch==2.10.0"]\nindex = "torchidx"\n[stack]\nadd = ["timmish"]\n'
-            '[expect]\ntorch-local = "cpu"\n')
+    spec = (
+        f'description = "c"\npython = "{PY}"\nplatforms = ["linux-64"]\n'
+        '[torch]\npackages = ["torch==2.10.0"]\nindex = "torchidx"\n[stack]\nadd = ["timmish"]\n'
+        '[expect]\ntorch-local = "cpu"\n'
+    )
     with serve(tmp_path / "index") as idx:
         _populate(idx)
-        root = make_project(tmp_path, indexes={"pypi": idx.url("pypi"), "torchidx": idx.url("torchidx")},
-                            envs={"c": spec}, stack=[])
-        shutil.copy(ROOT / "envspecs" / "stable-conda.environment.yml", root / "envspecs" / "c.environment.yml")
-        done = envlab("--root", str(root), "test", "c", "--no-compat",
-                      env={"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r"})
-        assert done.returncode == 2 and "conda base is not locked (locks/c/conda-lock.yml is missing)" in done.stderr
+        root = make_project(
+            tmp_path,
+            indexes={"pypi": idx.url("pypi"), "torchidx": idx.url("torchidx")},
+            envs={"c": spec},
+            stack=[],
+        )
+        shutil.copy(
+            ROOT / "envspecs" / "stable-conda.environment.yml",
+            root / "envspecs" / "c.environment.yml",
+        )
+        done = envlab(
+            "--root",
+            str(root),
+            "test",
+            "c",
+            "--no-compat",
+            env={
+                "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+                "ENVLAB_HOST_ID": "h",
+                "ENVLAB_RUN_ID": "r",
+            },
+        )
+        assert (
+            done.returncode == 2
+            and "conda base is not locked (locks/c/conda-lock.yml is missing)" in done.stderr
+        )
         (root / "locks" / "c").mkdir(parents=True)
         shutil.copy(DATA / "conda-lock.yml", root / "locks" / "c" / "conda-lock.yml")
-        done = envlab("--root", str(root), "test", "c", "--no-compat",
-                      env={"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r"})
+        done = envlab(
+            "--root",
+            str(root),
+            "test",
+            "c",
+            "--no-compat",
+            env={
+                "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+                "ENVLAB_HOST_ID": "h",
+                "ENVLAB_RUN_ID": "r",
+            },
+        )
         assert done.returncode == 0, done.stderr
     result = load(root / "reports" / "runs" / "r" / "h" / "c.json")
     base = result.build.layers[0]
     assert base.index == "conda" and base.commands[0].argv[1:3] == ["create", "--yes"]
-    assert log.read_text().split()[:5] == ["create", "--yes", "--prefix", str(root / ".envlab" / "envs" / "c"), "--file"]
+    assert log.read_text().split()[:5] == [
+        "create",
+        "--yes",
+        "--prefix",
+        str(root / ".envlab" / "envs" / "c"),
+        "--file",
+    ]
     assert result.facts["distributions"]["torch"]["version"] == "2.10.0+cpu"
-    assert json.loads((root / ".envlab" / "envs" / "c" / "envlab-build.json").read_text())["key"] == result.build.build_key
+    assert (
+        json.loads((root / ".envlab" / "envs" / "c" / "envlab-build.json").read_text())["key"]
+        == result.build.build_key
+    )
 
 
 def _populate(idx: LocalIndexes) -> None:
@@ -171,8 +250,11 @@ def _populate(idx: LocalIndexes) -> None:
 @pytest.mark.network
 def test_real_conda_lock(tmp_path: Path) -> None:
     """With conda/micromamba and a reachable channel: lock stable-conda for real and check the rules."""
-    root = make_project(tmp_path, envs={"stable-conda": (ROOT / "envspecs" / "stable-conda.toml").read_text()},
-                        stack=["rich"])
+    root = make_project(
+        tmp_path,
+        envs={"stable-conda": (ROOT / "envspecs" / "stable-conda.toml").read_text()},
+        stack=["rich"],
+    )
     shutil.copy(ROOT / "envspecs" / "stable-conda.environment.yml", root / "envspecs")
     done = envlab("--root", str(root), "lock", "stable-conda", "--platform", "linux-64")
     assert done.returncode == 0, done.stdout + done.stderr

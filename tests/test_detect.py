@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from envlab import detect, knowledge, platforms
-from envlab.results import Host
+from envlab.hardware import detect, knowledge
+from envlab.results.schema import Host
+from envlab.spec import platforms
 
 DATA = Path(__file__).parent / "data" / "doctor"
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from envlab import detect, doctor, knowledge
-from envlab.results import Host
-from envlab.spec import Matrix
+from envlab.hardware import detect, doctor, knowledge
+from envlab.results.schema import Host
+from envlab.spec.envspec import Matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "doctor"
@@ -409,7 +409,7 @@ def test_wheel_lookup() -> None:
 
 def test_toolkit_arch_ranges() -> None:
     facts = knowledge.load()
-    from envlab.archcompat import Capability
+    from envlab.verify.archcompat import Capability
 
     assert facts.first_cuda_for(Capability(12, 0)).cuda == "12.8"  # type: ignore[union-attr]
     assert facts.last_cuda_for(Capability(5, 2)).cuda == "12.9"  # type: ignore[union-attr]
@@ -443,7 +443,7 @@ def test_toolkit_arch_ranges() -> None:
     ],
 )
 def test_knowledge_is_validated_strictly(tmp_path: Path, edit: Any, message: str) -> None:
-    text = (ROOT / "src" / "envlab" / "data" / "knowledge.toml").read_text()
+    text = (ROOT / "src" / "envlab" / "hardware" / "knowledge.toml").read_text()
     changed = edit(text)
     assert changed != text
     path = tmp_path / "knowledge.toml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, envlab
 
-from envlab.results import load
+from envlab.results.schema import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network]
 
@@ -26,43 +26,80 @@ def result(work: dict[str, str], run: str, env: str = "stable"):
 
 def test_stable_end_to_end(work: dict[str, str]) -> None:
     """Verify, compat suite and quick benchmarks in the real env; the build itself is the fixture's."""
-    done = envlab("--root", str(ROOT), "test", "stable", "--bench", "quick", env={**work, "ENVLAB_RUN_ID": "e1"})
+    done = envlab(
+        "--root",
+        str(ROOT),
+        "test",
+        "stable",
+        "--bench",
+        "quick",
+        env={**work, "ENVLAB_RUN_ID": "e1"},
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     r = result(work, "e1")
     assert r.outcome == "built", r.reason
     assert all(c.ok for c in r.checks), [c for c in r.checks if not c.ok]
     names = {c.name for c in r.checks}
-    assert {"torch-version", "torch-cuda", "arch-covers-sm_120", "matches-lock", "torchaudio-matches-torch"} <= names
+    assert {
+        "torch-version",
+        "torch-cuda",
+        "arch-covers-sm_120",
+        "matches-lock",
+        "torchaudio-matches-torch",
+    } <= names
     assert r.facts["torch"]["version"] == "2.10.0+cu128" and r.facts["torch"]["cuda"] == "12.8"
     assert [layer.name for layer in r.build.layers] == ["base", "torch", "stack"]
     built = result(work, "build")  # the fixture's run built it from the committed lock
-    assert not built.build.reused and built.build.lock and "pylock.linux-64-torch.toml" in built.build.lock
+    assert (
+        not built.build.reused
+        and built.build.lock
+        and "pylock.linux-64-torch.toml" in built.build.lock
+    )
     assert r.compat is not None and r.compat.error is None
     counts = r.compat.counts()
-    assert len(r.compat.tests) >= 61 and counts["failed"] == 0, [t for t in r.compat.tests if t.outcome == "failed"]
+    assert len(r.compat.tests) >= 61 and counts["failed"] == 0, [
+        t for t in r.compat.tests if t.outcome == "failed"
+    ]
     if not r.facts["torch"].get("cuda_available"):
         skipped = [t for t in r.compat.tests if t.outcome == "skipped"]
-        assert skipped and all(t.gpu and t.skip_reason and "no CUDA device" in t.skip_reason for t in skipped)
+        assert skipped and all(
+            t.gpu and t.skip_reason and "no CUDA device" in t.skip_reason for t in skipped
+        )
     gemm = next(b for b in r.benchmarks if b.name == "gemm_fp32_cpu")
     assert gemm.samples and gemm.unit == "GFLOP/s" and gemm.median > 0
     assert gemm.fraction_of_peak is not None and 0 < gemm.fraction_of_peak < 1
 
 
 def test_second_run_reuses_the_env(work: dict[str, str]) -> None:
-    done = envlab("--root", str(ROOT), "test", "stable", "--no-compat", env={**work, "ENVLAB_RUN_ID": "e2"})
+    done = envlab(
+        "--root", str(ROOT), "test", "stable", "--no-compat", env={**work, "ENVLAB_RUN_ID": "e2"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "reusing" in done.stderr and "layer torch" not in done.stderr
     ready = re.search(r"ready after ([0-9.]+)s", done.stderr)
     assert ready, done.stderr
-    print(f"reused env ready after {ready.group(1)} s")  # measured, reported in the notes; not asserted
+    print(
+        f"reused env ready after {ready.group(1)} s"
+    )  # measured, reported in the notes; not asserted
     assert result(work, "e2").build.reused
 
 
 def test_the_built_env_as_an_existing_interpreter(work: dict[str, str]) -> None:
     python = Path(work["ENVLAB_ENVS_DIR"]) / "stable" / "bin" / "python"
-    done = envlab("--root", str(ROOT), "test-host", "--python", str(python), "--expect", "stable",
-                  "--name", "existing", "--pytest-args", "-k 'core_imports or blas or numpy'",
-                  env={**work, "ENVLAB_RUN_ID": "e3"})
+    done = envlab(
+        "--root",
+        str(ROOT),
+        "test-host",
+        "--python",
+        str(python),
+        "--expect",
+        "stable",
+        "--name",
+        "existing",
+        "--pytest-args",
+        "-k 'core_imports or blas or numpy'",
+        env={**work, "ENVLAB_RUN_ID": "e3"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     r = result(work, "e3", "existing")
     assert r.outcome == "external" and r.compat and r.compat.counts()["passed"] > 10

@@ -10,7 +10,7 @@ from pathlib import Path
 import factories as f
 import pytest
 
-from envlab.history import History, benchmark_key, open_history
+from envlab.results.history import History, benchmark_key, open_history
 
 
 def test_ingest_is_idempotent(tmp_path: Path) -> None:
@@ -35,7 +35,9 @@ def test_ingest_is_idempotent(tmp_path: Path) -> None:
         assert len(h.compat([rid])[rid]) == len(f.CATEGORIES) * 3
 
 
-def test_corrupt_and_foreign_files_are_skipped_with_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_and_foreign_files_are_skipped_with_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = tmp_path / "runs"
     f.write(runs, f.first_run())
     bad = runs / "r-bad" / "h" / "stable.json"
@@ -65,8 +67,14 @@ def test_queries(tmp_path: Path) -> None:
     results = []
     for run in range(3):
         for host_id in ("cpu-a", "cpu-b"):
-            results.append(f.result(run=run, env="stable", host_=f.host(host_id),
-                                    benchmarks=f.default_benchmarks(rng, "stable")))
+            results.append(
+                f.result(
+                    run=run,
+                    env="stable",
+                    host_=f.host(host_id),
+                    benchmarks=f.default_benchmarks(rng, "stable"),
+                )
+            )
     with History(tmp_path / "h.sqlite") as h:
         h.ingest(reversed(results))
         runs = h.runs()
@@ -77,7 +85,9 @@ def test_queries(tmp_path: Path) -> None:
         assert [p.run_id for p in series[(key, "stable", "cpu-b")]] == [r.run_id for r in runs]
         latest = h.latest_per_pair()
         assert {(r.env, r.host_id, r.run_id) for r in latest} == {
-            ("stable", "cpu-a", runs[-1].run_id), ("stable", "cpu-b", runs[-1].run_id)}
+            ("stable", "cpu-a", runs[-1].run_id),
+            ("stable", "cpu-b", runs[-1].run_id),
+        }
         row = latest[0]
         assert row.torch == "2.10.0+cu128" and row.torch_cuda == "12.8" and row.n_skipped == 6
         assert h.distributions([row.rid])[row.rid]["numpy"] == f.BASE_DISTS["numpy"]

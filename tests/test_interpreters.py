@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from envlab import interpreters
+from envlab.build import interpreters
 from envlab.errors import InterpreterNotFound
 
 
@@ -23,7 +23,9 @@ def test_absent_version_lists_what_was_found() -> None:
     with pytest.raises(InterpreterNotFound) as info:
         interpreters.find("3.99")
     message = str(info.value)
-    assert message.startswith("Python 3.99 not found (looked on PATH, in pyenv versions and uv's interpreters); found: ")
+    assert message.startswith(
+        "Python 3.99 not found (looked on PATH, in pyenv versions and uv's interpreters); found: "
+    )
     assert f"{sys.version_info.major}.{sys.version_info.minor}." in message
     assert "uv python install 3.99" in message and "\n" not in message
 

@@ -21,7 +21,7 @@ import pytest
 from helpers import envlab, make_project
 from localindex import LocalIndexes, serve
 
-from envlab.results import load
+from envlab.results.schema import load
 
 DEMO = """
 description = "demo: torch from the torch index, a stack that needs torch"
@@ -37,9 +37,9 @@ torch-version = "2.10.0"
 torch-local = "cpu"
 cpu-only = true
 """
-NIGHTLY = DEMO.replace("[expect]", '[nightly]\npackages = ["torch"]\nindex = "nightlyidx"\n[expect]').replace(
-    'torch-version = "2.10.0"\ntorch-local = "cpu"', 'nightly-max-age-days = 100000'
-)
+NIGHTLY = DEMO.replace(
+    "[expect]", '[nightly]\npackages = ["torch"]\nindex = "nightlyidx"\n[expect]'
+).replace('torch-version = "2.10.0"\ntorch-local = "cpu"', "nightly-max-age-days = 100000")
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -64,17 +64,27 @@ def indexes(tmp_path: Path) -> Iterator[LocalIndexes]:
         yield idx
 
 
-def project(tmp_path: Path, idx: LocalIndexes, stack: str = '"timmish"', text: str = DEMO) -> tuple[Path, dict[str, str]]:
+def project(
+    tmp_path: Path, idx: LocalIndexes, stack: str = '"timmish"', text: str = DEMO
+) -> tuple[Path, dict[str, str]]:
     """A project whose indexes.toml declares public URLs; the local index is set as their mirror."""
     root = make_project(
         tmp_path,
-        indexes={"pypi": "https://pypi.org/simple", "torchidx": "https://download.pytorch.org/whl/cpu",
-                 "nightlyidx": "https://download.pytorch.org/whl/nightly/cpu"},
-        envs={"demo": text.format(python=PY, stack=stack)}, stack=[],
+        indexes={
+            "pypi": "https://pypi.org/simple",
+            "torchidx": "https://download.pytorch.org/whl/cpu",
+            "nightlyidx": "https://download.pytorch.org/whl/nightly/cpu",
+        },
+        envs={"demo": text.format(python=PY, stack=stack)},
+        stack=[],
     )
-    env = {"ENVLAB_INDEX_PYPI": idx.url("pypi"), "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
-           "ENVLAB_INDEX_NIGHTLYIDX": idx.url("nightlyidx"), "ENVLAB_HOST_ID": "testhost",
-           "ENVLAB_RUN_ID": "run1"}
+    env = {
+        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
+        "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+        "ENVLAB_INDEX_NIGHTLYIDX": idx.url("nightlyidx"),
+        "ENVLAB_HOST_ID": "testhost",
+        "ENVLAB_RUN_ID": "run1",
+    }
     return root, env
 
 
@@ -84,12 +94,28 @@ def only_result(root: Path) -> dict:
     return json.loads(load(files[0]).model_dump_json())
 
 
-def test_extra_index_url_lets_a_transitive_dependency_pick_the_wrong_torch(indexes: LocalIndexes, tmp_path: Path) -> None:
+def test_extra_index_url_lets_a_transitive_dependency_pick_the_wrong_torch(
+    indexes: LocalIndexes, tmp_path: Path
+) -> None:
     """pip's strategy merges all indexes and takes the best version anywhere: the seed's bug."""
-    argv = ["uv", "pip", "compile", "--no-config", "--python-version", PY, "-",
-            "--index-url", indexes.url("torchidx"), "--extra-index-url", indexes.url("pypi"),
-            "--index-strategy", "unsafe-best-match"]  # pip's behaviour with --extra-index-url
-    done = subprocess.run(argv, input="torch\ntimmish\n", capture_output=True, text=True, check=True)
+    argv = [
+        "uv",
+        "pip",
+        "compile",
+        "--no-config",
+        "--python-version",
+        PY,
+        "-",
+        "--index-url",
+        indexes.url("torchidx"),
+        "--extra-index-url",
+        indexes.url("pypi"),
+        "--index-strategy",
+        "unsafe-best-match",
+    ]  # pip's behaviour with --extra-index-url
+    done = subprocess.run(
+        argv, input="torch\ntimmish\n", capture_output=True, text=True, check=True
+    )
     assert "torch==2.11.0" in done.stdout  # PyPI's torch, not the torch index's 2.10.0+cpu
     assert "nvidia-cublas-cu12" in done.stdout
 
@@ -105,7 +131,10 @@ def test_layers_keep_the_declared_torch(indexes: LocalIndexes, tmp_path: Path) -
     assert torch_layer["index_url"] == indexes.url("torchidx")
     argv = torch_layer["commands"][0]["argv"]
     assert argv[argv.index("--index-url") + 1] == indexes.url("torchidx")
-    assert "--extra-index-url" not in argv and "--extra-index-url" not in stack_layer["commands"][0]["argv"]
+    assert (
+        "--extra-index-url" not in argv
+        and "--extra-index-url" not in stack_layer["commands"][0]["argv"]
+    )
     assert "--constraint" in stack_layer["commands"][0]["argv"]
     dists = result["facts"]["distributions"]
     assert dists["torch"]["version"] == "2.10.0+cpu" and "timmish" in dists
@@ -129,8 +158,21 @@ def test_a_clobbered_torch_is_caught(indexes: LocalIndexes, tmp_path: Path) -> N
     root, env = project(tmp_path, indexes)
     assert envlab("--root", str(root), "test", "demo", "--no-compat", env=env).returncode == 0
     python = root / ".envlab" / "envs" / "demo" / "bin" / "python"
-    subprocess.run(["uv", "pip", "install", "--no-config", "--python", str(python), "--index-url",
-                    indexes.url("pypi"), "torch==2.11.0"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "uv",
+            "pip",
+            "install",
+            "--no-config",
+            "--python",
+            str(python),
+            "--index-url",
+            indexes.url("pypi"),
+            "torch==2.11.0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     env["ENVLAB_RUN_ID"] = "run2"
     done = envlab("--root", str(root), "test", "demo", "--no-compat", env=env)
     assert done.returncode == 1
@@ -138,29 +180,45 @@ def test_a_clobbered_torch_is_caught(indexes: LocalIndexes, tmp_path: Path) -> N
     assert result.outcome == "verify-failed"
     failed = {c.name: c for c in result.checks if not c.ok}
     assert failed["torch-layer-intact"].found == "torch 2.11.0"
-    assert failed["torch-layer-intact"].message == "torch was replaced by something installed after the build"
-    assert "no-nvidia-dists" in failed and "cpu-only-torch" not in failed  # the fake 2.11.0 reports no CUDA
+    assert (
+        failed["torch-layer-intact"].message
+        == "torch was replaced by something installed after the build"
+    )
+    assert (
+        "no-nvidia-dists" in failed and "cpu-only-torch" not in failed
+    )  # the fake 2.11.0 reports no CUDA
 
 
-def test_stack_needing_another_torch_is_an_error_naming_the_package(indexes: LocalIndexes, tmp_path: Path) -> None:
+def test_stack_needing_another_torch_is_an_error_naming_the_package(
+    indexes: LocalIndexes, tmp_path: Path
+) -> None:
     root, env = project(tmp_path, indexes, stack='"oldtorchpkg"')
     done = envlab("--root", str(root), "test", "demo", "--no-compat", env=env)
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("envlab: error: demo: build-failed: stack layer: oldtorchpkg requires torch<2"), last
+    assert last.startswith(
+        "envlab: error: demo: build-failed: stack layer: oldtorchpkg requires torch<2"
+    ), last
     assert only_result(root)["outcome"] == "build-failed"
     envs = root / ".envlab" / "envs"
     assert not [p.name for p in envs.iterdir()], "no half-built env left behind"
 
 
-def test_unreachable_index_is_unavailable_in_one_line(indexes: LocalIndexes, tmp_path: Path) -> None:
+def test_unreachable_index_is_unavailable_in_one_line(
+    indexes: LocalIndexes, tmp_path: Path
+) -> None:
     root, env = project(tmp_path, indexes)
     env["ENVLAB_INDEX_TORCHIDX"] = "http://127.0.0.1:9/simple"
     done = envlab("--root", str(root), "test", "demo", env=env)
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("envlab: error: demo: unavailable: index 'torchidx' unreachable (http://127.0.0.1:9/simple)")
-    assert "set ENVLAB_INDEX_TORCHIDX to a reachable mirror of https://download.pytorch.org/whl/cpu" in last
+    assert last.startswith(
+        "envlab: error: demo: unavailable: index 'torchidx' unreachable (http://127.0.0.1:9/simple)"
+    )
+    assert (
+        "set ENVLAB_INDEX_TORCHIDX to a reachable mirror of https://download.pytorch.org/whl/cpu"
+        in last
+    )
     assert "Traceback" not in done.stderr
     assert only_result(root)["outcome"] == "unavailable"
     assert not (root / ".envlab" / "envs").exists()
@@ -194,8 +252,21 @@ def test_an_interrupted_build_is_never_reused(tmp_path: Path) -> None:
     with serve(tmp_path / "index", delays={"timmish": 30.0}) as idx:
         populate(idx)
         root, env = project(tmp_path, idx)
-        proc = subprocess.Popen([sys.executable, "-m", "envlab.cli", "--root", str(root), "test", "demo", "--no-compat"],
-                                env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "envlab.cli",
+                "--root",
+                str(root),
+                "test",
+                "demo",
+                "--no-compat",
+            ],
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stderr is not None
         deadline = time.monotonic() + 120
         for line in proc.stderr:

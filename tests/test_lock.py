@@ -11,8 +11,8 @@ import pytest
 from helpers import envlab, make_project
 from localindex import LocalIndexes, serve
 
-from envlab.lock import check_file, read
-from envlab.results import load
+from envlab.build.lock import check_file, read
+from envlab.results.schema import load
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 SPEC = f"""
@@ -36,16 +36,28 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], LocalIndexes]]
     with serve(tmp_path / "index") as idx:
         idx.add("torchidx", "torch", "2.10.0+cpu", ["filelock"])
         idx.add("torchidx", "filelock", "3.0")
-        idx.add("torchidx", "numpy", "9.9")  # the torch index mirrors numpy too: the stack must not use it
+        idx.add(
+            "torchidx", "numpy", "9.9"
+        )  # the torch index mirrors numpy too: the stack must not use it
         idx.add("pypi", "torch", "2.11.0", ["filelock"])
         idx.add("pypi", "filelock", "3.1")
         idx.add("pypi", "numpy", "2.0")
         idx.add("pypi", "timmish", "1.0", ["torch>=2", "numpy"])
-        root = make_project(tmp_path, indexes={"pypi": "https://pypi.org/simple",
-                                               "torchidx": "https://download.pytorch.org/whl/cpu"},
-                            envs={"demo": SPEC}, stack=[])
-        env = {"ENVLAB_INDEX_PYPI": idx.url("pypi"), "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
-               "ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r1"}
+        root = make_project(
+            tmp_path,
+            indexes={
+                "pypi": "https://pypi.org/simple",
+                "torchidx": "https://download.pytorch.org/whl/cpu",
+            },
+            envs={"demo": SPEC},
+            stack=[],
+        )
+        env = {
+            "ENVLAB_INDEX_PYPI": idx.url("pypi"),
+            "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+            "ENVLAB_HOST_ID": "h",
+            "ENVLAB_RUN_ID": "r1",
+        }
         yield root, env, idx
 
 
@@ -60,19 +72,32 @@ def test_lock_writes_hashed_per_platform_locks(setup, golden: Callable[[str, str
     out = lock_ok(root, env)
     assert "demo osx-arm64: skipped: declared unsupported (no such build)" in out
     locks = sorted(p.name for p in (root / "locks" / "demo").iterdir())
-    assert locks == ["pylock.linux-64-stack.toml", "pylock.linux-64-torch.toml",
-                     "pylock.win-64-stack.toml", "pylock.win-64-torch.toml"]
+    assert locks == [
+        "pylock.linux-64-stack.toml",
+        "pylock.linux-64-torch.toml",
+        "pylock.win-64-stack.toml",
+        "pylock.win-64-torch.toml",
+    ]
     torch_lock = read(root / "locks" / "demo" / "pylock.linux-64-torch.toml")
     stack_lock = read(root / "locks" / "demo" / "pylock.linux-64-stack.toml")
     assert torch_lock.packages == {"filelock": "3.0", "torch": "2.10.0+cpu"}
-    assert stack_lock.packages == {"numpy": "2.0", "timmish": "1.0"}  # numpy from PyPI, not the torch index
+    assert stack_lock.packages == {
+        "numpy": "2.0",
+        "timmish": "1.0",
+    }  # numpy from PyPI, not the torch index
     for f in torch_lock.files + stack_lock.files:
         assert f.sha256 and len(f.sha256) == 64
     # locks record the declared URLs, not the mirror that served them
     assert all(f.url.startswith("https://download.pytorch.org/whl/cpu/") for f in torch_lock.files)
     assert all(f.url.startswith("https://pypi.org/simple/") for f in stack_lock.files)
-    golden("pylock.linux-64-torch.toml", (root / "locks" / "demo" / "pylock.linux-64-torch.toml").read_text())
-    golden("pylock.linux-64-stack.toml", (root / "locks" / "demo" / "pylock.linux-64-stack.toml").read_text())
+    golden(
+        "pylock.linux-64-torch.toml",
+        (root / "locks" / "demo" / "pylock.linux-64-torch.toml").read_text(),
+    )
+    golden(
+        "pylock.linux-64-stack.toml",
+        (root / "locks" / "demo" / "pylock.linux-64-stack.toml").read_text(),
+    )
     tomllib.loads((root / "locks" / "demo" / "pylock.win-64-stack.toml").read_text())  # valid TOML
 
 
@@ -117,7 +142,10 @@ def test_a_changed_file_hash_refuses_the_install(setup) -> None:
     done = envlab("--root", str(root), "test", "demo", "--no-compat", env=env)
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert "build-failed: stack layer: a downloaded file does not match its locked hash, install refused" in last
+    assert (
+        "build-failed: stack layer: a downloaded file does not match its locked hash, install refused"
+        in last
+    )
     assert not (root / ".envlab" / "envs" / "demo").exists()
 
 
@@ -125,7 +153,9 @@ def test_drift_reports_vanished_files(setup) -> None:
     root, env, idx = setup
     lock_ok(root, env)
     assert "0 gone, 0 unreachable (network)" in lock_ok(root, env, "--verify")
-    idx.remove("torchidx", "torch", "2.10.0+cpu")  # the index drops a wheel (seed 002's torch==2.1.2+cu118)
+    idx.remove(
+        "torchidx", "torch", "2.10.0+cpu"
+    )  # the index drops a wheel (seed 002's torch==2.1.2+cu118)
     done = envlab("--root", str(root), "lock", "--verify", env=env)
     assert done.returncode == 1
     gone = [ln for ln in done.stdout.splitlines() if ln.startswith("GONE")]
@@ -150,10 +180,16 @@ def test_diff_shows_upgrades_without_writing(setup) -> None:
 
 def test_unreachable_index_is_reported_and_others_still_lock(setup) -> None:
     root, env, _ = setup
-    (root / "envspecs" / "other.toml").write_text(SPEC.replace('index = "torchidx"', 'index = "pypi"').replace('torch==2.10.0', 'torch==2.11.0').replace(
-        'torch-local = "cpu"', ""))
+    (root / "envspecs" / "other.toml").write_text(
+        SPEC.replace('index = "torchidx"', 'index = "pypi"')
+        .replace("torch==2.10.0", "torch==2.11.0")
+        .replace('torch-local = "cpu"', "")
+    )
     env = {**env, "ENVLAB_INDEX_TORCHIDX": "http://127.0.0.1:9/simple"}
     out = lock_ok(root, env)
-    assert "demo linux-64: unavailable: torch layer: index 'torchidx' (http://127.0.0.1:9/simple) unreachable" in out
+    assert (
+        "demo linux-64: unavailable: torch layer: index 'torchidx' (http://127.0.0.1:9/simple) unreachable"
+        in out
+    )
     assert (root / "locks" / "other" / "pylock.linux-64-torch.toml").exists()
     assert not (root / "locks" / "demo").exists()

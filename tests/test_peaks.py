@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from envlab import peaks
-from envlab.peaks import CpuInfo, peak_for, read_cpu_info
+from envlab.run import peaks
+from envlab.run.peaks import CpuInfo, peak_for, read_cpu_info
 
 GPU = {"device": "cuda:0"}
 

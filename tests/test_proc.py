@@ -35,5 +35,7 @@ def test_timeout_kills_a_silent_command() -> None:
 
 def test_unset_removes_inherited_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UV_EXTRA_INDEX_URL", "http://evil.example/simple")
-    done = run(["sh", "-c", "echo ${UV_EXTRA_INDEX_URL:-unset}"], unset=("UV_EXTRA_INDEX_URL",), quiet=True)
+    done = run(
+        ["sh", "-c", "echo ${UV_EXTRA_INDEX_URL:-unset}"], unset=("UV_EXTRA_INDEX_URL",), quiet=True
+    )
     assert done.output.strip() == "unset"

@@ -9,16 +9,22 @@ import factories as f
 import pytest
 
 from envlab.errors import UserError
-from envlab.history import History
-from envlab.regress import compare, main, perf_verdict, render_markdown
-from envlab.results import Check
+from envlab.report.regress import compare, main, perf_verdict, render_markdown
+from envlab.results.history import History
+from envlab.results.schema import Check
 
 ENVS = ("stable", "latest")
 HOSTS = (f.host("cpu-a"), f.host("gpu-b", gpu="NVIDIA RTX 5090", cc="12.0", driver="580.95"))
 
 
-def history_of(tmp_path: Path, runs: int, *, seed: int = 7, slow_from: int | None = None,
-               slow: dict[str, float] | None = None) -> Path:
+def history_of(
+    tmp_path: Path,
+    runs: int,
+    *,
+    seed: int = 7,
+    slow_from: int | None = None,
+    slow: dict[str, float] | None = None,
+) -> Path:
     """``runs`` nightly runs of 2 envs on 2 hosts with 5 % noise; optionally slower from a run on."""
     rng = random.Random(seed)
     results = []
@@ -26,16 +32,28 @@ def history_of(tmp_path: Path, runs: int, *, seed: int = 7, slow_from: int | Non
         factor = slow if slow_from is not None and run >= slow_from else None
         for host in HOSTS:
             for env in ENVS:
-                results.append(f.result(run=run, env=env, host_=host,
-                                        benchmarks=f.default_benchmarks(rng, env, slow=factor)))
+                results.append(
+                    f.result(
+                        run=run,
+                        env=env,
+                        host_=host,
+                        benchmarks=f.default_benchmarks(rng, env, slow=factor),
+                    )
+                )
     f.write(tmp_path / "runs", results)
     return tmp_path / "runs"
 
 
 def run_regress(tmp_path: Path, runs_dir: Path, **kw: object) -> tuple[int, str]:
     out = tmp_path / "regress.md"
-    args: dict[str, object] = {"baseline": None, "window": None, "threshold": 1.10, "alpha": 0.01,
-                               "persist": 1, "out_md": out}
+    args: dict[str, object] = {
+        "baseline": None,
+        "window": None,
+        "threshold": 1.10,
+        "alpha": 0.01,
+        "persist": 1,
+        "out_md": out,
+    }
     args.update(kw)
     code = main(runs_dir, tmp_path / "h.sqlite", **args)  # type: ignore[arg-type]
     return code, out.read_text(encoding="utf-8")
@@ -44,17 +62,33 @@ def run_regress(tmp_path: Path, runs_dir: Path, **kw: object) -> tuple[int, str]
 def test_perf_verdict_needs_both_size_and_significance() -> None:
     rng = random.Random(1)
     base = f.samples(rng, 10.0)
-    assert perf_verdict(base, f.samples(rng, 12.0), higher_is_better=False, threshold=1.1, alpha=0.01).regressed
+    assert perf_verdict(
+        base, f.samples(rng, 12.0), higher_is_better=False, threshold=1.1, alpha=0.01
+    ).regressed
     # Significant but small (5 %): not a regression at a 1.10 threshold.
-    tiny = perf_verdict([10.0] * 5 + [10.01] * 10, [10.5] * 15, higher_is_better=False, threshold=1.1, alpha=0.01)
+    tiny = perf_verdict(
+        [10.0] * 5 + [10.01] * 10, [10.5] * 15, higher_is_better=False, threshold=1.1, alpha=0.01
+    )
     assert 1.04 < tiny.factor < 1.06 and not tiny.regressed
     # Large but not significant (3 samples each, overlapping).
-    assert not perf_verdict([10, 14, 11], [12, 15, 10.5], higher_is_better=False, threshold=1.1, alpha=0.01).regressed
+    assert not perf_verdict(
+        [10, 14, 11], [12, 15, 10.5], higher_is_better=False, threshold=1.1, alpha=0.01
+    ).regressed
     # Higher-is-better: a drop in throughput is the regression, a rise is not.
-    assert perf_verdict([100.0 + i for i in range(15)], [80.0 + i for i in range(15)], higher_is_better=True,
-                        threshold=1.1, alpha=0.01).regressed
-    assert not perf_verdict([80.0 + i for i in range(15)], [100.0 + i for i in range(15)], higher_is_better=True,
-                            threshold=1.1, alpha=0.01).regressed
+    assert perf_verdict(
+        [100.0 + i for i in range(15)],
+        [80.0 + i for i in range(15)],
+        higher_is_better=True,
+        threshold=1.1,
+        alpha=0.01,
+    ).regressed
+    assert not perf_verdict(
+        [80.0 + i for i in range(15)],
+        [100.0 + i for i in range(15)],
+        higher_is_better=True,
+        threshold=1.1,
+        alpha=0.01,
+    ).regressed
 
 
 @pytest.mark.parametrize(("window", "persist"), [(None, 1), (5, 1), (None, 3)])
@@ -105,8 +139,13 @@ def test_compat_break_names_the_check_and_changed_packages(tmp_path: Path) -> No
     before = [f.result(run=0, env=env) for env in ENVS]
     after = [
         f.result(run=1, env="stable"),
-        f.result(run=1, env="latest", failing={broken: message}, torch="2.15.0",
-                 dists={"torchaudio": "2.11.1", "numpy": "2.4.0"}),
+        f.result(
+            run=1,
+            env="latest",
+            failing={broken: message},
+            torch="2.15.0",
+            dists={"torchaudio": "2.11.1", "numpy": "2.4.0"},
+        ),
     ]
     f.write(tmp_path / "runs", before + after)
     code, md = run_regress(tmp_path, tmp_path / "runs")
@@ -117,19 +156,33 @@ def test_compat_break_names_the_check_and_changed_packages(tmp_path: Path) -> No
     assert pair.env == "latest"
     assert [(x.kind, x.subject) for x in pair.findings] == [("compat", broken)]
     assert {(c.name, c.before, c.after) for c in pair.changes} == {
-        ("torchaudio", "2.11.0", "2.11.1"), ("numpy", "2.3.4", "2.4.0")}
+        ("torchaudio", "2.11.0", "2.11.1"),
+        ("numpy", "2.3.4", "2.4.0"),
+    }
     assert broken in md and message in md and "torchaudio" in md and "2.4.0" in md
 
 
 def test_env_that_no_longer_builds_and_failed_expectation(tmp_path: Path) -> None:
     ok = Check(name="torch.version.cuda", ok=True, expected="12.8", found="12.8", layer="torch")
-    bad = Check(name="torch.version.cuda", ok=False, expected="12.8", found="None", layer="stack",
-                message="stack package 'timm' pulled torch 2.10.0+cpu")
-    f.write(tmp_path / "runs", [
-        f.result(run=0, env="stable", checks=[ok]), f.result(run=0, env="cpu"),
-        f.result(run=1, env="stable", outcome="verify-failed", checks=[bad], torch="2.10.0+cpu"),
-        f.unavailable(1, "cpu"),
-    ])
+    bad = Check(
+        name="torch.version.cuda",
+        ok=False,
+        expected="12.8",
+        found="None",
+        layer="stack",
+        message="stack package 'timm' pulled torch 2.10.0+cpu",
+    )
+    f.write(
+        tmp_path / "runs",
+        [
+            f.result(run=0, env="stable", checks=[ok]),
+            f.result(run=0, env="cpu"),
+            f.result(
+                run=1, env="stable", outcome="verify-failed", checks=[bad], torch="2.10.0+cpu"
+            ),
+            f.unavailable(1, "cpu"),
+        ],
+    )
     code, md = run_regress(tmp_path, tmp_path / "runs")
     assert code == 1
     with History(tmp_path / "h.sqlite") as h:
@@ -139,7 +192,9 @@ def test_env_that_no_longer_builds_and_failed_expectation(tmp_path: Path) -> Non
     kinds = {x.kind: x for x in pairs["stable"].findings}
     assert set(kinds) == {"outcome", "check"}
     assert "expected 12.8, found None" in kinds["check"].after and "timm" in kinds["check"].detail
-    assert ("torch", "2.10.0+cu128", "2.10.0+cpu") in {(c.name, c.before, c.after) for c in pairs["stable"].changes}
+    assert ("torch", "2.10.0+cu128", "2.10.0+cpu") in {
+        (c.name, c.before, c.after) for c in pairs["stable"].changes
+    }
     assert "ENVLAB_INDEX_PYTORCH_CPU" in md
 
 
@@ -166,7 +221,9 @@ def test_first_run_has_nothing_to_compare(tmp_path: Path) -> None:
     assert code == 0 and "No results" in md
 
 
-def machine_noise_history(tmp_path: Path, runs: int, *, slow_from: int | None = None, slow: float = 1.0) -> Path:
+def machine_noise_history(
+    tmp_path: Path, runs: int, *, slow_from: int | None = None, slow: float = 1.0
+) -> Path:
     """Like the measured 2-core VM: each run's whole machine is 15 % faster or slower (run-level noise,
     shared by all samples of that run) on top of 5 % sample noise."""
     rng = random.Random(11)
@@ -174,14 +231,20 @@ def machine_noise_history(tmp_path: Path, runs: int, *, slow_from: int | None = 
     for run in range(runs):
         scale = rng.uniform(0.87, 1.15)
         factor = {"matmul": slow} if slow_from is not None and run >= slow_from else None
-        results.append(f.result(run=run, env="stable", host_=HOSTS[0],
-                                benchmarks=f.default_benchmarks(rng, "stable", scale=scale, slow=factor)))
+        results.append(
+            f.result(
+                run=run,
+                env="stable",
+                host_=HOSTS[0],
+                benchmarks=f.default_benchmarks(rng, "stable", scale=scale, slow=factor),
+            )
+        )
     f.write(tmp_path / "runs", results)
     return tmp_path / "runs"
 
 
 def test_noise_floor_from_the_spread_between_baseline_runs() -> None:
-    from envlab.regress import noise_floor
+    from envlab.report.regress import noise_floor
 
     assert noise_floor([10.0, 11.5, 10.4]) == pytest.approx(1.15)
     assert noise_floor([10.0]) == 1.0

@@ -8,14 +8,30 @@ from pathlib import Path
 import pytest
 
 from envlab.errors import ResultError
-from envlab.results import SCHEMA_VERSION, Host, Result, Skipped, Store, parse
+from envlab.results.schema import SCHEMA_VERSION, Host, Result, Skipped, Store, parse
 
-HOST = Host(id="h1", hostname="h1", os="Linux", platform="linux-64", machine="x86_64", cpu="cpu", cpu_count=2)
+HOST = Host(
+    id="h1",
+    hostname="h1",
+    os="Linux",
+    platform="linux-64",
+    machine="x86_64",
+    cpu="cpu",
+    cpu_count=2,
+)
 
 
 def result(env: str = "stable", run_id: str = "20261122T000000Z-aaaaaa") -> Result:
-    return Result(schema_version=SCHEMA_VERSION, run_id=run_id, created="2026-11-22T00:00:00+00:00",
-                  env=env, spec_hash="x", host=HOST, outcome="unavailable", reason="index gone")
+    return Result(
+        schema_version=SCHEMA_VERSION,
+        run_id=run_id,
+        created="2026-11-22T00:00:00+00:00",
+        env=env,
+        spec_hash="x",
+        host=HOST,
+        outcome="unavailable",
+        reason="index gone",
+    )
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from helpers import ROOT
 
-from envlab import lock
+from envlab.build import lock
 from envlab.project import Project
-from envlab.spec import Matrix
+from envlab.spec.envspec import Matrix
 
 PROJECT = Project(ROOT)
 MATRIX = Matrix(PROJECT.envspecs)
@@ -39,4 +39,6 @@ def test_cpu_macos_lock_has_no_cuda_wheels() -> None:
     torch_layer = lock.read(lock.lock_path(PROJECT, "cpu", "osx-arm64", "torch"))
     assert torch_layer.packages["torch"] == "2.10.0"
     assert not [n for n in torch_layer.packages if n.startswith("nvidia-")]
-    assert all("macosx" in f.url for f in torch_layer.files if f.name == "torch" and f.url.endswith(".whl"))
+    assert all(
+        "macosx" in f.url for f in torch_layer.files if f.name == "torch" and f.url.endswith(".whl")
+    )

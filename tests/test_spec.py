@@ -8,7 +8,7 @@ import pytest
 from helpers import ROOT, envlab, make_project
 
 from envlab.errors import SpecError, UnknownEnvError
-from envlab.spec import Matrix, stack_requirements
+from envlab.spec.envspec import Matrix, stack_requirements
 
 GOOD = """
 description = "test env"
@@ -37,7 +37,34 @@ def test_shipped_matrix_is_valid() -> None:
 def test_shipped_stack_covers_seed_packages() -> None:
     matrix = Matrix(ROOT / "envspecs")
     stack = {r.lower() for r in matrix.stack_for(matrix.get("stable"))}
-    seed = ["numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "timm", "transformers", "accelerate", "safetensors", "huggingface-hub", "nibabel", "nilearn", "h5py", "statsmodels", "pingouin", "opencv-python", "pillow", "datasets", "pydantic", "pyyaml", "typer", "nvidia-ml-py", "wandb", "rich", "tqdm", "pytest"]
+    seed = [
+        "numpy",
+        "scipy",
+        "pandas",
+        "scikit-learn",
+        "matplotlib",
+        "timm",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "huggingface-hub",
+        "nibabel",
+        "nilearn",
+        "h5py",
+        "statsmodels",
+        "pingouin",
+        "opencv-python",
+        "pillow",
+        "datasets",
+        "pydantic",
+        "pyyaml",
+        "typer",
+        "nvidia-ml-py",
+        "wandb",
+        "rich",
+        "tqdm",
+        "pytest",
+    ]
     assert set(seed) <= stack
     assert not stack & {"torch", "torchvision", "torchaudio", "pynvml"}
     legacy = matrix.stack_for(matrix.get("legacy"))
@@ -54,14 +81,32 @@ def test_stack_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("colour = 'red'\n" + GOOD, ["e.toml", "unknown key 'colour'", "expected one of", "python"]),
+        (
+            "colour = 'red'\n" + GOOD,
+            ["e.toml", "unknown key 'colour'", "expected one of", "python"],
+        ),
         (GOOD.replace('"3.11"', '"three"'), ["field 'python'", "3.11", "'three'"]),
-        (GOOD.replace('["linux-64"]', '["linux-128"]'), ["field 'platforms", "linux-64", "'linux-128'"]),
-        (GOOD.replace('index = "pypi"', 'index = "nowhere"'), ["field 'torch.index'", "named index", "'nowhere'"]),
-        (GOOD.replace('["torch==2.10.0"]', '["torch=2.10"]'), ["field 'torch.packages.0'", "PEP 508", "'torch=2.10'"]),
+        (
+            GOOD.replace('["linux-64"]', '["linux-128"]'),
+            ["field 'platforms", "linux-64", "'linux-128'"],
+        ),
+        (
+            GOOD.replace('index = "pypi"', 'index = "nowhere"'),
+            ["field 'torch.index'", "named index", "'nowhere'"],
+        ),
+        (
+            GOOD.replace('["torch==2.10.0"]', '["torch=2.10"]'),
+            ["field 'torch.packages.0'", "PEP 508", "'torch=2.10'"],
+        ),
         (GOOD.replace('["torch==2.10.0"]', '["numpy"]'), ["field 'torch.packages'", "'torch'"]),
-        (GOOD + "[expect]\narch-covers = ['blackwell']\n", ["field 'expect.arch-covers", "sm_120", "'blackwell'"]),
-        (GOOD + "[expect]\ncpu-only = true\ncuda = '12.8'\n", ["field 'expect'", "cpu-only", "'12.8'"]),
+        (
+            GOOD + "[expect]\narch-covers = ['blackwell']\n",
+            ["field 'expect.arch-covers", "sm_120", "'blackwell'"],
+        ),
+        (
+            GOOD + "[expect]\ncpu-only = true\ncuda = '12.8'\n",
+            ["field 'expect'", "cpu-only", "'12.8'"],
+        ),
         (GOOD.replace('python = "3.11"\n', ""), ["field 'python'", "required"]),
         (GOOD + "[torch.extra]\n", ["unknown key 'torch.extra'"]),
         ("description = [\n", ["expected valid TOML"]),
@@ -78,7 +123,10 @@ def test_bad_spec_is_one_line(tmp_path: Path, text: str, fragments: list[str]) -
 
 
 def test_unknown_env_lists_valid_ones() -> None:
-    with pytest.raises(UnknownEnvError, match=r"unknown env 'stabel': expected one of brain-encoders, cpu, latest, legacy, nightly, stable, stable-conda"):
+    with pytest.raises(
+        UnknownEnvError,
+        match=r"unknown env 'stabel': expected one of brain-encoders, cpu, latest, legacy, nightly, stable, stable-conda",
+    ):
         Matrix(ROOT / "envspecs").get("stabel")
 
 
@@ -87,7 +135,11 @@ def test_cli_bad_spec_exits_nonzero_with_one_line(tmp_path: Path) -> None:
     done = envlab("--root", str(root), "test", "e")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("envlab: error: ") and "unknown key 'bogus'" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("envlab: error: ")
+        and "unknown key 'bogus'" in lines[0]
+    )
     assert "Traceback" not in done.stderr
     assert not (root / ".envlab").exists()
 
@@ -100,7 +152,7 @@ def test_cli_unknown_env(tmp_path: Path) -> None:
 
 
 def test_catalog_matches_models() -> None:
-    from envlab.catalog import entries
+    from envlab.spec.catalog import entries
 
     matrix = Matrix(ROOT / "envspecs")
     assert [(e.name, e.default, list(e.tags)) for e in entries(ROOT / "envspecs")] == [

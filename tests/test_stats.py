@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from envlab import stats
+from envlab.run import stats
 
 
 def test_median_of_odd_and_even_counts() -> None:

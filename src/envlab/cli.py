@@ -15,22 +15,22 @@ from envlab import pipeline
 from envlab.errors import UserError
 from envlab.log import log
 from envlab.project import Project
-from envlab.results import Host, Result, new_run_id
-from envlab.spec import Matrix
+from envlab.results.schema import Host, Result, new_run_id
+from envlab.spec.envspec import Matrix
 
 BENCH_MODES = ("quick", "default", "full")
 
 
 def _host(project: Project, matrix: Matrix) -> Host:
     """This machine's identity for results, with the doctor's verdicts attached."""
-    from envlab import doctor
+    from envlab.hardware import doctor
 
     return doctor.host_identity(matrix, arch_flags=_built_arch_flags(project))
 
 
 def _built_arch_flags(project: Project) -> dict[str, list[str]]:
     """Compiled arch lists of the envs already built here (real data beats the knowledge table)."""
-    from envlab.build import cached_facts
+    from envlab.build.layers import cached_facts
 
     found: dict[str, list[str]] = {}
     for env_dir in sorted(project.envs.glob("*")) if project.envs.is_dir() else []:
@@ -53,7 +53,7 @@ def _table(results: list[Result], elapsed: dict[str, float]) -> str:
         if r.compat and r.compat.error:
             compat = "error"
         torch = ((r.facts.get("torch") or {}).get("version")) or "-"
-        reason = (r.reason or "")
+        reason = r.reason or ""
         reason = reason if len(reason) <= 90 else reason[:87] + "..."
         rows.append((r.env, r.outcome, torch, compat, f"{elapsed.get(r.env, 0):.0f}s", reason))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -63,8 +63,15 @@ def _table(results: list[Result], elapsed: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _run_envs(project: Project, matrix: Matrix, names: list[str], options: pipeline.Options,
-              run_id: str, host: Host, others: list[str] | None = None) -> list[Result]:
+def _run_envs(
+    project: Project,
+    matrix: Matrix,
+    names: list[str],
+    options: pipeline.Options,
+    run_id: str,
+    host: Host,
+    others: list[str] | None = None,
+) -> list[Result]:
     results: list[Result] = []
     elapsed: dict[str, float] = {}
     for name in names:
@@ -75,7 +82,9 @@ def _run_envs(project: Project, matrix: Matrix, names: list[str], options: pipel
         results.append(result)
     for name in others or []:
         start = time.monotonic()
-        result = pipeline.availability(project, matrix, matrix.get(name), run_id, host, options.platform)
+        result = pipeline.availability(
+            project, matrix, matrix.get(name), run_id, host, options.platform
+        )
         if result is None:
             log(f"{name}: reachable but opt-in: not run (nox -s test-{name}, or matrix -- --all)")
             continue
@@ -88,21 +97,42 @@ def _run_envs(project: Project, matrix: Matrix, names: list[str], options: pipel
 
 
 def _options(args: argparse.Namespace) -> pipeline.Options:
-    return pipeline.Options(force=getattr(args, "force", False), compat=not getattr(args, "no_compat", False),
-                            bench=getattr(args, "bench", None), platform=None, relock=getattr(args, "relock", False),
-                            compat_args=shlex.split(getattr(args, "pytest_args", "") or ""))
+    return pipeline.Options(
+        force=getattr(args, "force", False),
+        compat=not getattr(args, "no_compat", False),
+        bench=getattr(args, "bench", None),
+        platform=None,
+        relock=getattr(args, "relock", False),
+        compat_args=shlex.split(getattr(args, "pytest_args", "") or ""),
+    )
 
 
 def cmd_list(project: Project, args: argparse.Namespace) -> int:
     matrix = Matrix(project.envspecs)
     specs = matrix.all()
     if args.json:
-        print(json.dumps([{"name": s.name, "default": s.default, "tags": s.tags, "python": s.python,
-                           "platforms": s.platforms, "description": s.description} for s in specs], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "default": s.default,
+                        "tags": s.tags,
+                        "python": s.python,
+                        "platforms": s.platforms,
+                        "description": s.description,
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
         return 0
     for s in specs:
         flag = "default" if s.default else "opt-in "
-        print(f"{s.name:14} {flag} py{s.python:5} {','.join(s.platforms):22} [{', '.join(s.tags)}] {s.description}")
+        print(
+            f"{s.name:14} {flag} py{s.python:5} {','.join(s.platforms):22} [{', '.join(s.tags)}] {s.description}"
+        )
     return 0
 
 
@@ -111,7 +141,9 @@ def cmd_test(project: Project, args: argparse.Namespace) -> int:
     matrix = Matrix(project.envspecs)
     for name in args.envs:
         matrix.get(name)  # unknown names fail before anything is built
-    results = _run_envs(project, matrix, args.envs, _options(args), _run_id(), _host(project, matrix))
+    results = _run_envs(
+        project, matrix, args.envs, _options(args), _run_id(), _host(project, matrix)
+    )
     bad = [r for r in results if r.outcome not in ("built",) or pipeline.compat_failed(r.compat)]
     if len(results) == 1 and results[0].outcome in ("unavailable", "build-failed"):
         raise UserError(f"{results[0].env}: {results[0].outcome}: {results[0].reason}")
@@ -123,11 +155,13 @@ def cmd_matrix(project: Project, args: argparse.Namespace) -> int:
     matrix = Matrix(project.envspecs)
     selected = [s.name for s in (matrix.all() if args.all else matrix.select(args.envs))]
     others = [] if args.envs else [n for n in matrix.names if n not in selected]
-    results = _run_envs(project, matrix, selected, _options(args), _run_id(), _host(project, matrix), others)
+    results = _run_envs(
+        project, matrix, selected, _options(args), _run_id(), _host(project, matrix), others
+    )
     if not args.no_report:
-        from envlab import report
+        from envlab.report import render
 
-        code = report.main(project.runs, project.reports / "latest", project.history_db)
+        code = render.main(project.runs, project.reports / "latest", project.history_db)
         if code:
             return code
     if args.strict and any(r.outcome != "built" for r in results):
@@ -144,10 +178,14 @@ def cmd_bench(project: Project, args: argparse.Namespace) -> int:
     if result.outcome in ("unavailable", "build-failed"):
         raise UserError(f"{result.env}: {result.outcome}: {result.reason}")
     for b in result.benchmarks:
-        peak = f"  {100 * b.fraction_of_peak:.1f}% of peak" if b.fraction_of_peak is not None else ""
+        peak = (
+            f"  {100 * b.fraction_of_peak:.1f}% of peak" if b.fraction_of_peak is not None else ""
+        )
         noisy = "  NOISY" if b.noisy else ""
         err = f"  ERROR: {b.error}" if b.error else ""
-        print(f"{b.name:32} {b.median:12.4g} {b.unit:9} IQR {b.iqr:.3g}  CV {100 * b.cv:.1f}%{peak}{noisy}{err}")
+        print(
+            f"{b.name:32} {b.median:12.4g} {b.unit:9} IQR {b.iqr:.3g}  CV {100 * b.cv:.1f}%{peak}{noisy}{err}"
+        )
     return 1 if any(b.error for b in result.benchmarks) else 0
 
 
@@ -156,38 +194,63 @@ def cmd_test_host(project: Project, args: argparse.Namespace) -> int:
     spec = matrix.get(args.expect) if args.expect else None
     python = Path(args.python)
     name = args.name or f"host-{python.name}"
-    result = pipeline.test_host(project, python, _run_id(), _host(project, matrix), name, spec,
-                                shlex.split(args.pytest_args))
+    result = pipeline.test_host(
+        project,
+        python,
+        _run_id(),
+        _host(project, matrix),
+        name,
+        spec,
+        shlex.split(args.pytest_args),
+    )
     pipeline.write(project, result)
     print(_table([result], {}), file=sys.stderr)
     return 1 if result.outcome == "verify-failed" or pipeline.compat_failed(result.compat) else 0
 
 
 def cmd_report(project: Project, args: argparse.Namespace) -> int:
-    from envlab import report
+    from envlab.report import render
 
-    return report.main(project.runs, Path(args.out) if args.out else project.reports / "latest", project.history_db)
+    return render.main(
+        project.runs, Path(args.out) if args.out else project.reports / "latest", project.history_db
+    )
 
 
 def cmd_regress(project: Project, args: argparse.Namespace) -> int:
-    from envlab import regress
+    from envlab.report import regress
 
-    return regress.main(project.runs, project.history_db, baseline=args.baseline, window=args.window,
-                        threshold=args.threshold, alpha=args.alpha, persist=args.persist,
-                        out_md=project.reports / "latest" / "regressions.md")
+    return regress.main(
+        project.runs,
+        project.history_db,
+        baseline=args.baseline,
+        window=args.window,
+        threshold=args.threshold,
+        alpha=args.alpha,
+        persist=args.persist,
+        out_md=project.reports / "latest" / "regressions.md",
+    )
 
 
 def cmd_doctor(project: Project, args: argparse.Namespace) -> int:
-    from envlab import doctor
+    from envlab.hardware import doctor
 
-    return doctor.main(Matrix(project.envspecs), as_json=args.json, arch_flags=_built_arch_flags(project))
+    return doctor.main(
+        Matrix(project.envspecs), as_json=args.json, arch_flags=_built_arch_flags(project)
+    )
 
 
 def cmd_lock(project: Project, args: argparse.Namespace) -> int:
-    from envlab import lock
+    from envlab.build import lock
 
-    return lock.main(project, Matrix(project.envspecs), envs=args.envs, check=args.check,
-                     diff=args.diff, verify_urls=args.verify, platforms=args.platform)
+    return lock.main(
+        project,
+        Matrix(project.envspecs),
+        envs=args.envs,
+        check=args.check,
+        diff=args.diff,
+        verify_urls=args.verify,
+        platforms=args.platform,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -195,7 +258,9 @@ def parser() -> argparse.ArgumentParser:
         prog="envlab",
         description="Environment matrix lab for PyTorch/CUDA stacks: lock, build, verify, test, benchmark, report.",
     )
-    top.add_argument("--root", type=Path, help="project directory (default: nearest with envspecs/)")
+    top.add_argument(
+        "--root", type=Path, help="project directory (default: nearest with envspecs/)"
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list the envs of the matrix")
@@ -207,17 +272,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the inputs are unchanged")
     p.add_argument("--bench", choices=BENCH_MODES, help="also run the benchmarks in this mode")
     p.add_argument("--no-compat", action="store_true", help="build and verify only")
-    p.add_argument("--relock", action="store_true", help="relock a stale (or missing) lock before building")
-    p.add_argument("--pytest-args", default="", help="extra pytest arguments for the compat suite, e.g. '-k blas'")
+    p.add_argument(
+        "--relock", action="store_true", help="relock a stale (or missing) lock before building"
+    )
+    p.add_argument(
+        "--pytest-args",
+        default="",
+        help="extra pytest arguments for the compat suite, e.g. '-k blas'",
+    )
     p.set_defaults(func=cmd_test)
 
-    p = sub.add_parser("matrix", help="default envs end to end, the others checked for availability, then the report")
+    p = sub.add_parser(
+        "matrix",
+        help="default envs end to end, the others checked for availability, then the report",
+    )
     p.add_argument("envs", nargs="*", metavar="ENV")
     p.add_argument("--all", action="store_true", help="build every env, not only the defaults")
     p.add_argument("--force", action="store_true")
     p.add_argument("--bench", choices=BENCH_MODES)
     p.add_argument("--no-report", action="store_true")
-    p.add_argument("--strict", action="store_true", help="exit 1 unless every env built and verified")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 unless every env built and verified"
+    )
     p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("bench", help="run the benchmarks in an env")
@@ -240,13 +316,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default reports/latest)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("regress", help="compare the newest run with a baseline; exit 1 on regression")
+    p = sub.add_parser(
+        "regress", help="compare the newest run with a baseline; exit 1 on regression"
+    )
     p.add_argument("--baseline", help="a run id (default: the previous run)")
-    p.add_argument("--window", type=int, default=5,
-                   help="pool the N results before the newest as the baseline (default 5; 1 = the previous result)")
-    p.add_argument("--threshold", type=float, default=1.10, help="slowdown factor that counts (default 1.10)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=5,
+        help="pool the N results before the newest as the baseline (default 5; 1 = the previous result)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=1.10, help="slowdown factor that counts (default 1.10)"
+    )
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the rank test")
-    p.add_argument("--persist", type=int, default=1, help="runs a slowdown must persist before alerting")
+    p.add_argument(
+        "--persist", type=int, default=1, help="runs a slowdown must persist before alerting"
+    )
     p.set_defaults(func=cmd_regress)
 
     p = sub.add_parser("doctor", help="this machine's GPU/driver/CPU and which envs run on it")
@@ -257,7 +343,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("envs", nargs="*", metavar="ENV")
     p.add_argument("--check", action="store_true", help="exit 1 naming envs whose locks are stale")
     p.add_argument("--diff", action="store_true", help="show what a relock would change")
-    p.add_argument("--verify", action="store_true", help="check every locked file is still downloadable")
+    p.add_argument(
+        "--verify", action="store_true", help="check every locked file is still downloadable"
+    )
     p.add_argument("--platform", action="append", help="only this platform (repeatable)")
     p.set_defaults(func=cmd_lock)
     return top

@@ -7,16 +7,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envlab import build, compat, conda, lock, platforms, verify
+from envlab.build import conda, layers, lock
 from envlab.errors import IndexUnavailable, InterpreterNotFound, LockError, UserError
-from envlab.indexes import probe as probe_index
 from envlab.log import log
 from envlab.proc import run
 from envlab.project import Project
-from envlab.results import Benchmark, BuildRecord, CompatRun, Host, Result, Store, now_iso
-from envlab.spec import EnvSpec, Matrix
+from envlab.results.schema import Benchmark, BuildRecord, CompatRun, Host, Result, Store, now_iso
+from envlab.run import compat
+from envlab.spec import platforms
+from envlab.spec.envspec import EnvSpec, Matrix
+from envlab.spec.indexes import probe as probe_index
+from envlab.verify import expectations, probe
 
-PROBE = Path(__file__).with_name("probe.py")
+PROBE = Path(probe.__file__)
 
 
 @dataclass
@@ -34,28 +37,55 @@ def probe_env(python: Path) -> dict:
     done = run([str(python), str(PROBE)], quiet=True, check=False, timeout=600)
     lines = [ln for ln in done.output.splitlines() if ln.startswith("{")]
     if not lines:
-        return {"probe_error": f"probe printed no facts (exit {done.returncode}): {done.output.strip()[-300:]}"}
+        return {
+            "probe_error": f"probe printed no facts (exit {done.returncode}): {done.output.strip()[-300:]}"
+        }
     return json.loads(lines[-1])
 
 
-def _result(spec: EnvSpec, run_id: str, host: Host, outcome: str, reason: str | None,
-            record: BuildRecord | None = None) -> Result:
+def _result(
+    spec: EnvSpec,
+    run_id: str,
+    host: Host,
+    outcome: str,
+    reason: str | None,
+    record: BuildRecord | None = None,
+) -> Result:
     return Result(
-        schema_version=1, run_id=run_id, created=now_iso(), env=spec.name, spec_hash=spec.spec_hash,
-        description=spec.description, tags=list(spec.tags), host=host, outcome=outcome,  # type: ignore[arg-type]
-        reason=reason, build=record or BuildRecord(),
+        schema_version=1,
+        run_id=run_id,
+        created=now_iso(),
+        env=spec.name,
+        spec_hash=spec.spec_hash,
+        description=spec.description,
+        tags=list(spec.tags),
+        host=host,
+        outcome=outcome,  # type: ignore[arg-type]
+        reason=reason,
+        build=record or BuildRecord(),
     )
 
 
-def availability(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host,
-                 platform: str | None = None) -> Result | None:
+def availability(
+    project: Project,
+    matrix: Matrix,
+    spec: EnvSpec,
+    run_id: str,
+    host: Host,
+    platform: str | None = None,
+) -> Result | None:
     """For an env that is not selected: an ``unavailable`` result if it could not be built here, else None."""
     try:
         conda_base = _conda_base(project, spec)
-        p = build.plan(matrix, spec, project.envs, platform, conda_base=conda_base)
+        p = layers.plan(matrix, spec, project.envs, platform, conda_base=conda_base)
         for index, package in p.indexes():
             probe_index(index, package, attempts=1)
-    except (IndexUnavailable, InterpreterNotFound, build.UnsupportedPlatform, conda.CondaUnavailable) as exc:
+    except (
+        IndexUnavailable,
+        InterpreterNotFound,
+        layers.UnsupportedPlatform,
+        conda.CondaUnavailable,
+    ) as exc:
         log(f"{spec.name}: unavailable: {exc}")
         return _result(spec, run_id, host, "unavailable", str(exc))
     except LockError as exc:
@@ -64,8 +94,9 @@ def availability(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, h
     return None
 
 
-def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host,
-            options: Options) -> Result:
+def run_env(
+    project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host, options: Options
+) -> Result:
     """Build, verify, test (and benchmark) one env; the outcome is in the result, never raised."""
     started = time.monotonic()
     log(f"== {spec.name}: {spec.description}")
@@ -80,44 +111,57 @@ def run_env(project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: 
         log(f"{spec.name}: unavailable: {exc}")
         return _result(spec, run_id, host, "unavailable", str(exc))
     try:
-        p = build.plan(matrix, spec, project.envs, options.platform,
-                       locks={layer: lk.path for layer, lk in (locks or {}).items()}, conda_base=conda_base)
-    except (InterpreterNotFound, build.UnsupportedPlatform) as exc:
+        p = layers.plan(
+            matrix,
+            spec,
+            project.envs,
+            options.platform,
+            locks={layer: lk.path for layer, lk in (locks or {}).items()},
+            conda_base=conda_base,
+        )
+    except (InterpreterNotFound, layers.UnsupportedPlatform) as exc:
         log(f"{spec.name}: unavailable: {exc}")
         return _result(spec, run_id, host, "unavailable", str(exc))
-    built = build.build(p, force=options.force)
+    built = layers.build(p, force=options.force)
     if built.outcome != "built" or built.python is None:
         return _result(spec, run_id, host, built.outcome, built.reason, built.record)
-    facts = build.cached_facts(p.env_dir) if built.record.reused else None
+    facts = layers.cached_facts(p.env_dir) if built.record.reused else None
     if facts is None:
         if built.record.reused:
             log(f"{spec.name}: packages changed since the last verification: probing again")
         log(f"{spec.name}: probing the env")
         facts = probe_env(built.python)
-        build.save_facts(p.env_dir, facts)
-    checks = verify.check(spec, facts, built.layer_packages)
+        layers.save_facts(p.env_dir, facts)
+    checks = expectations.check(spec, facts, built.layer_packages)
     if locks:
         locked = {name: version for lk in locks.values() for name, version in lk.packages.items()}
-        checks.append(verify.matches_lock(facts, locked))
-    failed = verify.failures(checks)
+        checks.append(expectations.matches_lock(facts, locked))
+    failed = expectations.failures(checks)
     outcome = "verify-failed" if failed else "built"
-    reason = verify.summary(checks) if failed else None
-    log(f"{spec.name}: verify: {len(checks) - len(failed)}/{len(checks)} expectations hold"
+    reason = expectations.summary(checks) if failed else None
+    log(
+        f"{spec.name}: verify: {len(checks) - len(failed)}/{len(checks)} expectations hold"
         + (f"; FAILED: {reason}" if failed else "")
-        + f" (ready after {time.monotonic() - started:.1f}s)")
+        + f" (ready after {time.monotonic() - started:.1f}s)"
+    )
     result = _result(spec, run_id, host, outcome, reason, built.record)
     result.checks = checks
     result.facts = facts
     if options.compat:
-        result.compat = compat.run_suite(built.python, project.compat_tests,
-                                         compat.expectations_json(spec.name, spec.expect),
-                                         extra_args=options.compat_args)
+        result.compat = compat.run_suite(
+            built.python,
+            project.compat_tests,
+            compat.expectations_json(spec.name, spec.expect),
+            extra_args=options.compat_args,
+        )
     if options.bench:
         result.benchmarks = run_benchmarks(project, built.python, options.bench, built.record)
     return result
 
 
-def _locks_for(project: Project, matrix: Matrix, spec: EnvSpec, options: Options) -> dict[str, lock.LayerLock] | None:
+def _locks_for(
+    project: Project, matrix: Matrix, spec: EnvSpec, options: Options
+) -> dict[str, lock.LayerLock] | None:
     """The env's committed locks for this platform (relocked first if asked); stale locks refuse."""
     if not spec.locked:
         return None
@@ -136,7 +180,7 @@ def _locks_for(project: Project, matrix: Matrix, spec: EnvSpec, options: Options
     return found
 
 
-def _conda_base(project: Project, spec: EnvSpec) -> build.CondaBase | None:
+def _conda_base(project: Project, spec: EnvSpec) -> layers.CondaBase | None:
     """The env's conda base, if it declares one; raises when it cannot be built here."""
     environment = conda.environment_file(project.envspecs, spec)
     if environment is None:
@@ -144,32 +188,50 @@ def _conda_base(project: Project, spec: EnvSpec) -> build.CondaBase | None:
     conda.find_executable()
     lockfile = lock.conda_lock_path(project, spec.name)
     if not lockfile.exists():
-        raise LockError(f"unavailable: {spec.name}'s conda base is not locked ({lockfile.relative_to(project.root)} "
-                        "is missing): run `nox -s lock` on a machine with conda or micromamba")
-    return build.CondaBase(environment, lockfile)
+        raise LockError(
+            f"unavailable: {spec.name}'s conda base is not locked ({lockfile.relative_to(project.root)} "
+            "is missing): run `nox -s lock` on a machine with conda or micromamba"
+        )
+    return layers.CondaBase(environment, lockfile)
 
 
-def run_benchmarks(project: Project, python: Path, mode: str, record: BuildRecord | None) -> list[Benchmark]:
-    from envlab import bench
+def run_benchmarks(
+    project: Project, python: Path, mode: str, record: BuildRecord | None
+) -> list[Benchmark]:
+    from envlab.run import bench
 
     return bench.run_benchmarks(python, project.root, mode, project.work, build_record=record)
 
 
-def test_host(project: Project, python: Path, run_id: str, host: Host, name: str,
-              spec: EnvSpec | None, compat_args: list[str] | None = None) -> Result:
+def test_host(
+    project: Project,
+    python: Path,
+    run_id: str,
+    host: Host,
+    name: str,
+    spec: EnvSpec | None,
+    compat_args: list[str] | None = None,
+) -> Result:
     """Probe and test an interpreter envlab did not build (checks the environment someone has)."""
     if not python.exists():
         raise UserError(f"--python: expected an existing interpreter, found nothing at {python}")
     facts = probe_env(python)
-    checks = verify.check(spec, facts) if spec else []
-    failed = verify.failures(checks)
+    checks = expectations.check(spec, facts) if spec else []
+    failed = expectations.failures(checks)
     result = Result(
-        schema_version=1, run_id=run_id, created=now_iso(), env=name,
+        schema_version=1,
+        run_id=run_id,
+        created=now_iso(),
+        env=name,
         spec_hash=spec.spec_hash if spec else "external",
-        description=f"existing interpreter {python}", tags=["external"], host=host,
+        description=f"existing interpreter {python}",
+        tags=["external"],
+        host=host,
         outcome="verify-failed" if failed else "external",
-        reason=verify.summary(checks) if failed else None,
-        build=BuildRecord(interpreter=str(python)), checks=checks, facts=facts,
+        reason=expectations.summary(checks) if failed else None,
+        build=BuildRecord(interpreter=str(python)),
+        checks=checks,
+        facts=facts,
     )
     expect = compat.expectations_json(spec.name, spec.expect) if spec else None
     result.compat = compat.run_suite(python, project.compat_tests, expect, extra_args=compat_args)

@@ -55,8 +55,14 @@ def run(
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
-            args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, errors="replace",
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
         )
     except FileNotFoundError as exc:
         raise CommandError(args, 127, f"executable not found: {args[0]} ({exc})") from None

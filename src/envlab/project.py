@@ -20,13 +20,17 @@ class Project:
             root = Path(os.environ["ENVLAB_ROOT"])
         if root is not None:
             if not (root / "envspecs").is_dir():
-                raise UserError(f"{root}: expected a project with an envspecs/ directory, found none")
+                raise UserError(
+                    f"{root}: expected a project with an envspecs/ directory, found none"
+                )
             return cls(root.resolve())
         here = Path.cwd().resolve()
         for candidate in (here, *here.parents):
             if (candidate / "envspecs").is_dir():
                 return cls(candidate)
-        raise UserError(f"expected to run inside an envlab project (a directory with envspecs/), found none above {here}")
+        raise UserError(
+            f"expected to run inside an envlab project (a directory with envspecs/), found none above {here}"
+        )
 
     envspecs = property(lambda self: self.root / "envspecs")
     locks = property(lambda self: self.root / "locks")

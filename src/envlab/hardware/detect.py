@@ -20,9 +20,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from envlab import knowledge, platforms, proc
+from envlab import proc
 from envlab.errors import CommandError
-from envlab.results import GPU, Host, default_host_id
+from envlab.hardware import knowledge
+from envlab.results.schema import GPU, Host, default_host_id
+from envlab.spec import platforms
 
 SMI_COLUMNS = ("index", "name", "compute_cap", "driver_version", "memory.total")
 SMI_COLUMNS_OLD = ("index", "name", "driver_version", "memory.total")  # drivers before compute_cap

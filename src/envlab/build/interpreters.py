@@ -36,8 +36,10 @@ def _identify(path: Path) -> tuple[str, Path] | None:
 
     Builds must not depend on whichever venv happens to be first on PATH (e.g. a nox session's).
     """
-    code = ("import os, sys; print('%d.%d.%d' % sys.version_info[:3], "
-            "os.path.realpath(getattr(sys, '_base_executable', sys.executable)))")
+    code = (
+        "import os, sys; print('%d.%d.%d' % sys.version_info[:3], "
+        "os.path.realpath(getattr(sys, '_base_executable', sys.executable)))"
+    )
     text = _quiet([str(path), "-c", code]) or ""
     version, _, exe = text.partition(" ")
     return (version, Path(exe)) if re.fullmatch(r"\d+\.\d+\.\d+", version) and exe else None

@@ -75,7 +75,11 @@ def runs_on(arch: Arch, device: Capability) -> Verdict:
     if arch.kind == "sm":
         if arch.suffix == "a":
             return "sass" if arch.cap == device else "none"
-        return "sass" if (arch.cap.major == device.major and arch.cap.minor <= device.minor) else "none"
+        return (
+            "sass"
+            if (arch.cap.major == device.major and arch.cap.minor <= device.minor)
+            else "none"
+        )
     return "ptx" if arch.cap <= device else "none"
 
 
@@ -90,7 +94,10 @@ def coverage(flags: list[str] | str, device: Capability | str) -> tuple[Verdict,
         return "sass", f"{sass[-1]} kernels run natively on {cap.sm}"
     ptx = [a for a in archs if runs_on(a, cap) == "ptx"]
     if ptx:
-        return "ptx", f"no {cap.major}.x SASS; {ptx[-1]} PTX is JIT-compiled for {cap.sm} (slow first start)"
+        return (
+            "ptx",
+            f"no {cap.major}.x SASS; {ptx[-1]} PTX is JIT-compiled for {cap.sm} (slow first start)",
+        )
     listed = " ".join(str(a) for a in archs)
     return "none", f"{cap.sm} is not covered by the compiled arch list ({listed})"
 

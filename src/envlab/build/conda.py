@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envlab.errors import LockError, UserError
-from envlab.spec import EnvSpec
+from envlab.spec.envspec import EnvSpec
 
 EXECUTABLES = ("micromamba", "mamba", "conda")
-GET_ONE = ("install micromamba (https://mamba.readthedocs.io/en/latest/installation/micromamba-installation.html) "
-           "or miniforge, and put it on PATH")
+GET_ONE = (
+    "install micromamba (https://mamba.readthedocs.io/en/latest/installation/micromamba-installation.html) "
+    "or miniforge, and put it on PATH"
+)
 # Minimum glibc declared for linux-64 locks: the manylinux_2_28 baseline of current torch wheels.
 LINUX_GLIBC = "2.28"
 
@@ -61,7 +63,10 @@ def virtual_packages(spec: EnvSpec, platforms: list[str]) -> str:
     """conda-lock ``--virtual-package-spec`` YAML declaring the CUDA the GPU env is built for."""
     if not is_gpu(spec):
         raise ValueError(f"{spec.name} is not a GPU env: lock it with --without-cuda")
-    lines = ["# written by envlab: the CUDA driver this env's builds target (conda-lock would assume one)", "subdirs:"]
+    lines = [
+        "# written by envlab: the CUDA driver this env's builds target (conda-lock would assume one)",
+        "subdirs:",
+    ]
     for platform in platforms:
         if platform not in ("linux-64", "linux-aarch64", "win-64"):
             continue
@@ -75,8 +80,9 @@ def conda_platforms(spec: EnvSpec) -> list[str]:
     return [p for p in spec.platforms if p not in spec.unsupported]
 
 
-def lock_argv(spec: EnvSpec, environment: Path, lockfile: Path, exe: Path | None,
-              vpkg_file: Path | None) -> list[str]:
+def lock_argv(
+    spec: EnvSpec, environment: Path, lockfile: Path, exe: Path | None, vpkg_file: Path | None
+) -> list[str]:
     """The ``conda-lock lock`` command for ``spec`` (GPU: explicit virtual packages; CPU: without CUDA)."""
     argv = ["conda-lock", "lock", "--file", str(environment), "--lockfile", str(lockfile)]
     for platform in conda_platforms(spec):
@@ -106,12 +112,18 @@ def read_lockfile(path: Path) -> list[LockedPackage]:
     try:
         lockfile = parse_conda_lock_file(path)
     except FileNotFoundError:
-        raise LockError(f"{path}: conda lockfile not found; run `nox -s lock` on a machine with conda") from None
+        raise LockError(
+            f"{path}: conda lockfile not found; run `nox -s lock` on a machine with conda"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - yaml/pydantic/version errors all mean "not a valid lockfile"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LockError(f"{path}: expected a conda-lock lockfile, found an invalid one ({first})") from None
+        raise LockError(
+            f"{path}: expected a conda-lock lockfile, found an invalid one ({first})"
+        ) from None
     return [
-        LockedPackage(p.name, p.version, p.manager, p.platform, p.url, p.build, p.hash.md5, p.hash.sha256)
+        LockedPackage(
+            p.name, p.version, p.manager, p.platform, p.url, p.build, p.hash.md5, p.hash.sha256
+        )
         for p in lockfile.package
     ]
 
@@ -121,11 +133,17 @@ def rule_violations(packages: list[LockedPackage], platform: str) -> list[str]:
     conda = {p.name: p for p in packages if p.platform == platform and p.manager == "conda"}
     problems = []
     if "pillow" in conda:
-        problems.append(f"{platform}: pillow {conda['pillow'].version} comes from conda; it must come from pip "
-                        "(conda's imaging DLLs break pip's torchvision on Windows): remove it from the environment.yml")
-    if "mkl" in conda or any((conda[n].build or "").find("mkl") >= 0 for n in ("libblas", "libcblas") if n in conda):
-        problems.append(f"{platform}: MKL is locked as the BLAS (a second OpenMP runtime, libiomp5, next to "
-                        "torch's): pin libblas=*=*openblas* in the environment.yml")
+        problems.append(
+            f"{platform}: pillow {conda['pillow'].version} comes from conda; it must come from pip "
+            "(conda's imaging DLLs break pip's torchvision on Windows): remove it from the environment.yml"
+        )
+    if "mkl" in conda or any(
+        (conda[n].build or "").find("mkl") >= 0 for n in ("libblas", "libcblas") if n in conda
+    ):
+        problems.append(
+            f"{platform}: MKL is locked as the BLAS (a second OpenMP runtime, libiomp5, next to "
+            "torch's): pin libblas=*=*openblas* in the environment.yml"
+        )
     elif "libblas" in conda and "openblas" not in (conda["libblas"].build or ""):
         problems.append(f"{platform}: libblas build {conda['libblas'].build!r} is not OpenBLAS")
     return problems

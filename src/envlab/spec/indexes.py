@@ -69,13 +69,17 @@ def load_indexes(path: Path) -> dict[str, Index]:
             err = exc.errors(include_url=False)[0]
             loc = ".".join([name, *map(str, err["loc"])])
             if err["type"] == "extra_forbidden":
-                raise SpecError(f"{path}: unknown key {loc!r} (expected one of: description, url)") from None
+                raise SpecError(
+                    f"{path}: unknown key {loc!r} (expected one of: description, url)"
+                ) from None
             msg = err["msg"].removeprefix("Value error, ")
             raise SpecError(f"{path}: field {loc!r}: expected {msg}") from None
         url = os.environ.get(mirror_variable(name), "").strip().rstrip("/") or entry.url
         found[name] = Index(name, url, entry.url, entry.description)
     if "pypi" not in found:
-        raise SpecError(f"{path}: expected an index named 'pypi', found {', '.join(found) or 'none'}")
+        raise SpecError(
+            f"{path}: expected an index named 'pypi', found {', '.join(found) or 'none'}"
+        )
     return found
 
 
@@ -87,7 +91,9 @@ def probe(index: Index, package: str = "torch", timeout: float = 10.0, attempts:
     if index.url.startswith("file://"):
         path = Path(index.url.removeprefix("file://")) / package
         if not path.exists():
-            raise IndexUnavailable(index.name, index.url, f"no {package}/ in the local index", index.hint())
+            raise IndexUnavailable(
+                index.name, index.url, f"no {package}/ in the local index", index.hint()
+            )
         return
     url = f"{index.url}/{package}/"
     detail = ""

@@ -2,7 +2,7 @@
 
 Everything is read from the history store (after ingesting ``runs_dir``); the newest run is the
 headline. Templates (``envlab/templates``) are fed view-model objects built here; plots are made
-by :mod:`envlab.plots` from plain data.
+by :mod:`envlab.report.plots` from plain data.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from envlab import export, plots
 from envlab.fsutil import atomic_write_bytes, atomic_write_text
-from envlab.history import BenchRow, History, ResultRow, RunInfo, SeriesPoint, open_history
 from envlab.log import log
-from envlab.regress import (
+from envlab.report import plots
+from envlab.report.regress import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
     Change,
@@ -27,7 +26,9 @@ from envlab.regress import (
     compare,
     perf_verdict,
 )
-from envlab.templating import environment
+from envlab.report.templating import environment
+from envlab.results import export
+from envlab.results.history import BenchRow, History, ResultRow, RunInfo, SeriesPoint, open_history
 
 MD_LIMIT = 1024 * 1024  # GitHub's step summary limit per step
 _TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton")
@@ -188,8 +189,15 @@ def _package_order(name: str) -> tuple[int, str]:
 
 
 class _Builder:
-    def __init__(self, history: History, out_dir: Path, *, history_runs: int | None,
-                 threshold: float, alpha: float) -> None:
+    def __init__(
+        self,
+        history: History,
+        out_dir: Path,
+        *,
+        history_runs: int | None,
+        threshold: float,
+        alpha: float,
+    ) -> None:
         self.h = history
         self.out_dir = out_dir
         self.history_runs = history_runs
@@ -200,21 +208,43 @@ class _Builder:
         runs = self.h.runs()
         newest = runs[-1] if runs else None
         rows = self.h.results_for_run(newest.run_id) if newest else []
-        multi_host = len({r.host_id for r in rows}) > 1 or len({r.host_id for r in self.h.latest_per_pair()}) > 1
+        multi_host = (
+            len({r.host_id for r in rows}) > 1
+            or len({r.host_id for r in self.h.latest_per_pair()}) > 1
+        )
         rows.sort(key=lambda r: (r.outcome != "built", r.outcome, r.env, r.host_id))
         view = ReportView(
-            generated=datetime.now(UTC).isoformat(timespec="seconds"), newest=newest,
-            total_runs=len(runs), total_results=self.h.count_results(), multi_host=multi_host,
+            generated=datetime.now(UTC).isoformat(timespec="seconds"),
+            newest=newest,
+            total_runs=len(runs),
+            total_results=self.h.count_results(),
+            multi_host=multi_host,
             skipped=skipped,
         )
         counts = self.h.outcome_counts()
-        view.runs = [RunView(r.run_id, r.created, r.hosts, counts.get(r.run_id, {})) for r in reversed(runs[-15:])]
+        view.runs = [
+            RunView(r.run_id, r.created, r.hosts, counts.get(r.run_id, {}))
+            for r in reversed(runs[-15:])
+        ]
         if not rows:
             return view
         view.hosts = self._hosts(rows)
         view.envs = [
-            EnvView(r.env, r.host_id, r.outcome, r.reason, r.torch, r.torch_cuda, r.python, r.n_passed,
-                    r.n_failed, r.n_skipped, r.build_s, r.build_reused, r.compat_error)
+            EnvView(
+                r.env,
+                r.host_id,
+                r.outcome,
+                r.reason,
+                r.torch,
+                r.torch_cuda,
+                r.python,
+                r.n_passed,
+                r.n_failed,
+                r.n_skipped,
+                r.build_s,
+                r.build_reused,
+                r.compat_error,
+            )
             for r in rows
         ]
         for r in rows:
@@ -225,13 +255,19 @@ class _Builder:
             for c in checks:
                 if not c.ok:
                     r = by_rid[rid]
-                    view.failed_checks.append(ProblemView(r.env, r.host_id, c.name, c.expected, c.found, c.message, c.layer))
+                    view.failed_checks.append(
+                        ProblemView(
+                            r.env, r.host_id, c.name, c.expected, c.found, c.message, c.layer
+                        )
+                    )
         compat = self.h.compat(rids)
         for rid, tests in compat.items():
             for t in tests:
                 if t.outcome in ("failed", "error", "xpassed"):
                     r = by_rid[rid]
-                    view.failed_tests.append(ProblemView(r.env, r.host_id, t.test_id, None, t.outcome, t.message or ""))
+                    view.failed_tests.append(
+                        ProblemView(r.env, r.host_id, t.test_id, None, t.outcome, t.message or "")
+                    )
         view.figures["compat"] = self._compat_figure(rows, compat, multi_host)
         view.benches = self._benches(rows, self.h.benchmarks(rids), multi_host)
         if view.benches:
@@ -242,7 +278,8 @@ class _Builder:
         view.packages = self._packages(rows, multi_host)
         if view.packages and view.packages.rows:
             view.figures["packages"] = self._figure(
-                "packages", "Package differences between envs",
+                "packages",
+                "Package differences between envs",
                 "Only packages whose version differs between the envs that built in the newest run.",
                 plots.package_matrix(view.packages.columns, view.packages.rows[:45]),
             )
@@ -250,15 +287,20 @@ class _Builder:
             view.regress = compare(self.h, threshold=self.threshold, alpha=self.alpha)
             view.missing = view.regress.missing
             view.baseline_diffs = [
-                BaselineDiff(p.env, p.host, p.baseline.run_id, changes_between(self.h, p.baseline, p.newest))
-                for p in view.regress.pairs if p.baseline is not None
+                BaselineDiff(
+                    p.env, p.host, p.baseline.run_id, changes_between(self.h, p.baseline, p.newest)
+                )
+                for p in view.regress.pairs
+                if p.baseline is not None
             ]
         return view
 
     def _hosts(self, rows: list[ResultRow]) -> list[HostView]:
         seen: dict[str, HostView] = {}
         for r in rows:
-            seen.setdefault(r.host_id, HostView(r.host_id, r.hostname, r.host_os, r.host_cpu, r.gpu, r.driver))
+            seen.setdefault(
+                r.host_id, HostView(r.host_id, r.hostname, r.host_os, r.host_cpu, r.gpu, r.driver)
+            )
         return list(seen.values())
 
     def _figure(self, name: str, title: str, caption: str, png: bytes) -> FigureView:
@@ -267,7 +309,9 @@ class _Builder:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         return FigureView(name, title, caption, path, uri)
 
-    def _compat_figure(self, rows: list[ResultRow], compat: dict[int, list], multi_host: bool) -> FigureView:
+    def _compat_figure(
+        self, rows: list[ResultRow], compat: dict[int, list], multi_host: bool
+    ) -> FigureView:
         categories: list[str] = []
         matrix = []
         for r in rows:
@@ -286,23 +330,45 @@ class _Builder:
             if r.outcome == "verify-failed":
                 label += " (verify-failed)"
             reason = r.reason or (r.compat_error if r.outcome == "built" and not cells else None)
-            matrix.append(plots.MatrixRow(label, r.outcome, reason,
-                                          {k: plots.Cell(*v) for k, v in cells.items()}))
+            matrix.append(
+                plots.MatrixRow(
+                    label, r.outcome, reason, {k: plots.Cell(*v) for k, v in cells.items()}
+                )
+            )
         png = plots.compat_matrix(matrix, categories)
         return self._figure(
-            "compat", "Compat matrix",
+            "compat",
+            "Compat matrix",
             "Compat tests run inside each env, per category (passed/total; failures in red). Envs "
-            "that could not be built span their row with the reason.", png,
+            "that could not be built span their row with the reason.",
+            png,
         )
 
-    def _benches(self, rows: list[ResultRow], benches: dict[int, list[BenchRow]], multi_host: bool) -> list[BenchView]:
+    def _benches(
+        self, rows: list[ResultRow], benches: dict[int, list[BenchRow]], multi_host: bool
+    ) -> list[BenchView]:
         out = []
         for r in rows:
             for b in benches.get(r.rid, []):
                 q1, q3 = _quartiles(b.samples, b.median)
-                out.append(BenchView(b.key, r.env, r.host_id, _label(r.env, r.host_id, multi_host), b.median,
-                                     q1, q3, b.unit, b.higher_is_better, b.fraction_of_peak, b.peak_source,
-                                     b.noisy, len(b.samples), b.error))
+                out.append(
+                    BenchView(
+                        b.key,
+                        r.env,
+                        r.host_id,
+                        _label(r.env, r.host_id, multi_host),
+                        b.median,
+                        q1,
+                        q3,
+                        b.unit,
+                        b.higher_is_better,
+                        b.fraction_of_peak,
+                        b.peak_source,
+                        b.noisy,
+                        len(b.samples),
+                        b.error,
+                    )
+                )
         out.sort(key=lambda b: (b.key, b.env, b.host))
         return out
 
@@ -314,9 +380,11 @@ class _Builder:
             group = groups.setdefault(b.key, plots.BarGroup(b.key, b.unit, b.higher_is_better, []))
             group.bars.append(plots.Bar(b.label, b.median, b.q1, b.q3, b.fraction_of_peak, b.noisy))
         return self._figure(
-            "benchmarks", "Benchmarks across envs",
+            "benchmarks",
+            "Benchmarks across envs",
             "Median of the raw samples per env; whiskers span the interquartile range; the best env "
-            "is dark blue; % of the device's peak where known.", plots.bench_comparison(list(groups.values())),
+            "is dark blue; % of the device's peak where known.",
+            plots.bench_comparison(list(groups.values())),
         )
 
     def _history_figure(self, multi_host: bool, view: ReportView) -> FigureView | None:
@@ -331,22 +399,36 @@ class _Builder:
             view.history_points += len(points)
             view.history_marks += len(marks)
             group = groups.setdefault(key, plots.LineGroup(key, points[0].unit, []))
-            group.lines.append(plots.Line(_label(env, host, multi_host), [_parse_time(p.created) for p in points],
-                                          [p.median for p in points], marks))
+            group.lines.append(
+                plots.Line(
+                    _label(env, host, multi_host),
+                    [_parse_time(p.created) for p in points],
+                    [p.median for p in points],
+                    marks,
+                )
+            )
         if not groups:
             return None
         return self._figure(
-            "history", "Benchmark history",
+            "history",
+            "Benchmark history",
             f"Median per run for each env{' and host' if multi_host else ''}. Red triangles: slower than "
             f"the previous run by more than {self.threshold:.2f}x and significant (one-sided "
-            f"Mann-Whitney U, p < {self.alpha:g}).", plots.bench_history(list(groups.values())),
+            f"Mann-Whitney U, p < {self.alpha:g}).",
+            plots.bench_history(list(groups.values())),
         )
 
     def _regression_marks(self, points: list[SeriesPoint]) -> list[int]:
         return [
-            i for i in range(1, len(points))
-            if perf_verdict(points[i - 1].samples, points[i].samples, higher_is_better=points[i].higher_is_better,
-                            threshold=self.threshold, alpha=self.alpha).regressed
+            i
+            for i in range(1, len(points))
+            if perf_verdict(
+                points[i - 1].samples,
+                points[i].samples,
+                higher_is_better=points[i].higher_is_better,
+                threshold=self.threshold,
+                alpha=self.alpha,
+            ).regressed
         ]
 
     def _packages(self, rows: list[ResultRow], multi_host: bool) -> PackageTable | None:
@@ -368,8 +450,6 @@ class _Builder:
 # --------------------------------------------------------------------------- rendering
 
 
-
-
 def render_html(view: ReportView) -> str:
     return environment().get_template("report.html.j2").render(v=view)
 
@@ -385,14 +465,22 @@ def render_markdown(view: ReportView, html_name: str = "report.html") -> str:
     return cut + "\n\n*(summary truncated; see the HTML report)*\n"
 
 
-def build_report(runs_dir: Path, out_dir: Path, db_path: Path, *, history_runs: int | None = None,
-                 threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> ReportPaths:
+def build_report(
+    runs_dir: Path,
+    out_dir: Path,
+    db_path: Path,
+    *,
+    history_runs: int | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> ReportPaths:
     """Ingest ``runs_dir`` into the history at ``db_path`` and write the report into ``out_dir``."""
     history, ingest = open_history(db_path, runs_dir)
     with history:
         log("report: building the view from the history")
-        view = _Builder(history, out_dir, history_runs=history_runs, threshold=threshold,
-                        alpha=alpha).build([(str(p), reason) for p, reason in ingest.skipped])
+        view = _Builder(
+            history, out_dir, history_runs=history_runs, threshold=threshold, alpha=alpha
+        ).build([(str(p), reason) for p, reason in ingest.skipped])
         tables = export.write_csv(history, out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, render_html(view))

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from envlab import stats
 from envlab.errors import UserError
 from envlab.fsutil import atomic_write_text
-from envlab.history import BenchRow, History, ResultRow, open_history
 from envlab.log import log
-from envlab.templating import environment
+from envlab.report.templating import environment
+from envlab.results.history import BenchRow, History, ResultRow, open_history
+from envlab.run import stats
 
 DEFAULT_THRESHOLD = 1.10
 DEFAULT_ALPHA = 0.01
@@ -50,8 +50,14 @@ class PerfVerdict:
     regressed: bool
 
 
-def perf_verdict(base: Sequence[float], new: Sequence[float], *, higher_is_better: bool,
-                 threshold: float, alpha: float) -> PerfVerdict:
+def perf_verdict(
+    base: Sequence[float],
+    new: Sequence[float],
+    *,
+    higher_is_better: bool,
+    threshold: float,
+    alpha: float,
+) -> PerfVerdict:
     """Slower by more than ``threshold`` on the medians AND one-sided Mann–Whitney U ``p < alpha``."""
     if len(base) < 2 or len(new) < 2:
         return PerfVerdict(1.0, 1.0, False)
@@ -71,9 +77,13 @@ def noise_floor(run_medians: Sequence[float]) -> float:
     return max(positive) / min(positive) if len(positive) >= 2 else 1.0
 
 
-def one_sided_p_worse(base: Sequence[float], new: Sequence[float], *, higher_is_better: bool) -> float:
+def one_sided_p_worse(
+    base: Sequence[float], new: Sequence[float], *, higher_is_better: bool
+) -> float:
     """One-sided Mann–Whitney U p-value for "``new`` is stochastically worse than ``base``"."""
-    _u, p = stats.mann_whitney_u_one_sided(list(new), list(base), "less" if higher_is_better else "greater")
+    _u, p = stats.mann_whitney_u_one_sided(
+        list(new), list(base), "less" if higher_is_better else "greater"
+    )
     return p
 
 
@@ -155,7 +165,9 @@ def changes_between(history: History, before: ResultRow, after: ResultRow) -> li
     old, new = dists.get(before.rid, {}), dists.get(after.rid, {})
     if old or new:  # an env that did not build has no distributions: nothing to compare
         for name in sorted(set(old) | set(new)):
-            if old.get(name) != new.get(name) and not (name == "torch" and any(c.name == "torch" for c in out)):
+            if old.get(name) != new.get(name) and not (
+                name == "torch" and any(c.name == "torch" for c in out)
+            ):
                 out.append(Change("package", name, old.get(name), new.get(name)))
     return out
 
@@ -173,10 +185,17 @@ def _compare_checks(history: History, base: ResultRow, new: ResultRow, pair: Pai
         if old is not None:
             pair.compared_checks += 1
             if old.ok and not c.ok:
-                pair.findings.append(Finding(
-                    "check", c.name, f"ok ({old.found})", f"expected {c.expected}, found {c.found}",
-                    " ".join(x for x in (c.message, f"[layer {c.layer}]" if c.layer else "") if x),
-                ))
+                pair.findings.append(
+                    Finding(
+                        "check",
+                        c.name,
+                        f"ok ({old.found})",
+                        f"expected {c.expected}, found {c.found}",
+                        " ".join(
+                            x for x in (c.message, f"[layer {c.layer}]" if c.layer else "") if x
+                        ),
+                    )
+                )
     compat = history.compat([base.rid, new.rid])
     passed = {t.test_id for t in compat.get(base.rid, []) if t.outcome == "passed"}
     seen = {t.test_id for t in compat.get(base.rid, [])}
@@ -184,11 +203,19 @@ def _compare_checks(history: History, base: ResultRow, new: ResultRow, pair: Pai
         if t.test_id in seen:
             pair.compared_checks += 1
         if t.test_id in passed and t.outcome in _FAILED:
-            pair.findings.append(Finding("compat", t.test_id, "passed", t.outcome, (t.message or "")[:300]))
+            pair.findings.append(
+                Finding("compat", t.test_id, "passed", t.outcome, (t.message or "")[:300])
+            )
 
 
-def _compare_benchmarks(history: History, base_rows: list[ResultRow], recent: list[ResultRow],
-                        pair: PairReport, threshold: float, alpha: float) -> None:
+def _compare_benchmarks(
+    history: History,
+    base_rows: list[ResultRow],
+    recent: list[ResultRow],
+    pair: PairReport,
+    threshold: float,
+    alpha: float,
+) -> None:
     benches = history.benchmarks([r.rid for r in base_rows + recent])
     pooled: dict[str, list[float]] = {}
     run_medians: dict[str, list[float]] = {}
@@ -197,7 +224,9 @@ def _compare_benchmarks(history: History, base_rows: list[ResultRow], recent: li
             if b.error is None:
                 pooled.setdefault(b.key, []).extend(b.samples)
                 run_medians.setdefault(b.key, []).append(b.median)
-    per_run: list[dict[str, BenchRow]] = [{b.key: b for b in benches.get(r.rid, [])} for r in recent]
+    per_run: list[dict[str, BenchRow]] = [
+        {b.key: b for b in benches.get(r.rid, [])} for r in recent
+    ]
     for key, b in per_run[-1].items():
         if key not in pooled:
             continue
@@ -214,27 +243,52 @@ def _compare_benchmarks(history: History, base_rows: list[ResultRow], recent: li
             rb = run.get(key)
             if rb is None or rb.error is not None:
                 break
-            verdicts.append(perf_verdict(pooled[key], rb.samples, higher_is_better=rb.higher_is_better,
-                                         threshold=effective, alpha=alpha))
+            verdicts.append(
+                perf_verdict(
+                    pooled[key],
+                    rb.samples,
+                    higher_is_better=rb.higher_is_better,
+                    threshold=effective,
+                    alpha=alpha,
+                )
+            )
         if len(verdicts) == len(recent) and all(v.regressed for v in verdicts):
             v = verdicts[-1]
             base_median = statistics.median(pooled[key])
             persisted = f", in each of the last {len(recent)} runs" if len(recent) > 1 else ""
-            pair.findings.append(Finding(
-                "performance", key, f"{base_median:.4g} {b.unit}", f"{b.median:.4g} {b.unit}",
-                f"{v.factor:.2f}x worse (> {effective:.2f}x"
-                + (f", raised from {threshold:.2f}x by the spread between baseline runs" if effective > threshold else "")
-                + f"), one-sided Mann-Whitney U p = {v.p:.2g} "
-                f"(< {alpha:g}){persisted}" + ("; samples flagged noisy" if b.noisy else ""),
-            ))
+            pair.findings.append(
+                Finding(
+                    "performance",
+                    key,
+                    f"{base_median:.4g} {b.unit}",
+                    f"{b.median:.4g} {b.unit}",
+                    f"{v.factor:.2f}x worse (> {effective:.2f}x"
+                    + (
+                        f", raised from {threshold:.2f}x by the spread between baseline runs"
+                        if effective > threshold
+                        else ""
+                    )
+                    + f"), one-sided Mann-Whitney U p = {v.p:.2g} "
+                    f"(< {alpha:g}){persisted}" + ("; samples flagged noisy" if b.noisy else ""),
+                )
+            )
 
 
-def compare(history: History, *, baseline: str | None = None, window: int | None = DEFAULT_WINDOW,
-            threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA, persist: int = 1,
-            newest_run: str | None = None) -> RegressReport:
+def compare(
+    history: History,
+    *,
+    baseline: str | None = None,
+    window: int | None = DEFAULT_WINDOW,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    persist: int = 1,
+    newest_run: str | None = None,
+) -> RegressReport:
     """Compare ``newest_run`` (default: the newest run) with its baseline, per (env, host)."""
     if threshold < 1.0:
-        raise UserError(f"regress: expected a slowdown threshold >= 1.0 (e.g. 1.10), found {threshold}")
+        raise UserError(
+            f"regress: expected a slowdown threshold >= 1.0 (e.g. 1.10), found {threshold}"
+        )
     if not 0 < alpha < 1:
         raise UserError(f"regress: expected 0 < alpha < 1, found {alpha}")
     if persist < 1 or (window is not None and window < 1):
@@ -242,9 +296,16 @@ def compare(history: History, *, baseline: str | None = None, window: int | None
     runs = [r.run_id for r in history.runs()]
     if baseline is not None and baseline not in runs:
         recent = ", ".join(runs[-5:]) or "none"
-        raise UserError(f"regress: baseline run {baseline!r} is not in the history (recent runs: {recent})")
-    label = (f"run {baseline}" if baseline else
-             f"the {window} result(s) before" if window else "the previous result")
+        raise UserError(
+            f"regress: baseline run {baseline!r} is not in the history (recent runs: {recent})"
+        )
+    label = (
+        f"run {baseline}"
+        if baseline
+        else f"the {window} result(s) before"
+        if window
+        else "the previous result"
+    )
     if persist > 1 and not baseline:
         label += f" the last {persist} runs"
     newest_run = newest_run or (runs[-1] if runs else None)
@@ -262,12 +323,20 @@ def compare(history: History, *, baseline: str | None = None, window: int | None
         else:
             start = idx - len(recent) + 1
             base_rows = series[max(0, start - (window or 1)) : start]
-        pair = PairReport(new.env, new.host_id, new, base_rows[-1] if base_rows else None,
-                          [r.run_id for r in base_rows])
+        pair = PairReport(
+            new.env,
+            new.host_id,
+            new,
+            base_rows[-1] if base_rows else None,
+            [r.run_id for r in base_rows],
+        )
         report.pairs.append(pair)
         if not base_rows or not recent:
-            pair.note = ("no result for this env and host in the baseline run" if baseline
-                         else "first result for this env and host: nothing to compare with")
+            pair.note = (
+                "no result for this env and host in the baseline run"
+                if baseline
+                else "first result for this env and host: nothing to compare with"
+            )
             continue
         base = base_rows[-1]
         _compare_outcome(base, new, pair)
@@ -276,7 +345,9 @@ def compare(history: History, *, baseline: str | None = None, window: int | None
             if len(recent) == persist:
                 _compare_benchmarks(history, base_rows, recent, pair, threshold, alpha)
             else:
-                pair.note = f"fewer than {persist} results after the baseline: benchmarks not judged yet"
+                pair.note = (
+                    f"fewer than {persist} results after the baseline: benchmarks not judged yet"
+                )
         if pair.findings or new.spec_hash != base.spec_hash:
             pair.changes = changes_between(history, base, new)
     present = {(r.env, r.host_id) for r in newest_rows}
@@ -286,10 +357,6 @@ def compare(history: History, *, baseline: str | None = None, window: int | None
 
 
 # --------------------------------------------------------------------------- output
-
-
-
-
 
 
 def render_markdown(report: RegressReport, *, heading_level: int = 1) -> str:
@@ -306,13 +373,28 @@ def write_step_summary(markdown: str) -> Path | None:
     return Path(target)
 
 
-def main(runs_dir: Path, db_path: Path, *, baseline: str | None, window: int | None,
-         threshold: float, alpha: float, persist: int, out_md: Path) -> int:
+def main(
+    runs_dir: Path,
+    db_path: Path,
+    *,
+    baseline: str | None,
+    window: int | None,
+    threshold: float,
+    alpha: float,
+    persist: int,
+    out_md: Path,
+) -> int:
     """``envlab regress``: ingest, compare, write Markdown; exit 1 on a regression."""
     history, _ingest = open_history(db_path, runs_dir)
     with history:
-        report = compare(history, baseline=baseline, window=window, threshold=threshold,
-                         alpha=alpha, persist=persist)
+        report = compare(
+            history,
+            baseline=baseline,
+            window=window,
+            threshold=threshold,
+            alpha=alpha,
+            persist=persist,
+        )
         markdown = render_markdown(report)
     atomic_write_text(out_md, markdown)
     summary = write_step_summary(markdown)
@@ -320,9 +402,13 @@ def main(runs_dir: Path, db_path: Path, *, baseline: str | None, window: int | N
         log(f"regress: no results under {runs_dir}; nothing to compare")
     for pair in report.regressions:
         for f in pair.findings:
-            log(f"REGRESSION {pair.env} on {pair.host}: {f.kind} {f.subject}: {f.before} -> {f.after}"
-                + (f" ({f.detail})" if f.detail else ""))
-    log(f"regress: {report.count} regression(s) in {len(report.regressions)} env/host pair(s) "
-        f"of run {report.newest_run} vs {report.baseline_label}")
+            log(
+                f"REGRESSION {pair.env} on {pair.host}: {f.kind} {f.subject}: {f.before} -> {f.after}"
+                + (f" ({f.detail})" if f.detail else "")
+            )
+    log(
+        f"regress: {report.count} regression(s) in {len(report.regressions)} env/host pair(s) "
+        f"of run {report.newest_run} vs {report.baseline_label}"
+    )
     log(f"wrote {out_md}" + (f" and the step summary {summary}" if summary else ""))
     return EXIT_REGRESSION if report.regressions else 0

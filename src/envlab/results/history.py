@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from envlab.errors import ResultError
 from envlab.log import log
-from envlab.results import Result, Store, load
+from envlab.results.schema import Result, Store, load
 
 DEFAULT_DB = Path("reports") / "history.sqlite"
 DB_VERSION = 1
@@ -311,9 +311,13 @@ class History:
         torch = _facts_torch(r.facts)
         python = r.facts.get("python")
         counts = r.compat.counts() if r.compat else {"passed": 0, "failed": 0, "skipped": 0}
-        gpu = ", ".join(
-            g.name + (f" (sm {g.compute_capability})" if g.compute_capability else "") for g in r.host.gpus
-        ) or None
+        gpu = (
+            ", ".join(
+                g.name + (f" (sm {g.compute_capability})" if g.compute_capability else "")
+                for g in r.host.gpus
+            )
+            or None
+        )
         # Replacing by the unique key deletes the old row; ON DELETE CASCADE clears its children.
         self.db.execute(
             "DELETE FROM results WHERE run_id = ? AND host_id = ? AND env = ?",
@@ -325,14 +329,30 @@ class History:
             " build_s, build_reused, n_passed, n_failed, n_skipped, compat_error, source)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                r.run_id, r.host.id, r.env, r.created, r.host.hostname,
-                f"{r.host.os} {r.host.machine}", r.host.cpu, gpu, r.host.driver, r.outcome,
-                r.reason, r.spec_hash, r.description,
+                r.run_id,
+                r.host.id,
+                r.env,
+                r.created,
+                r.host.hostname,
+                f"{r.host.os} {r.host.machine}",
+                r.host.cpu,
+                gpu,
+                r.host.driver,
+                r.outcome,
+                r.reason,
+                r.spec_hash,
+                r.description,
                 python.get("version") if isinstance(python, dict) else None,
-                _version_str(torch.get("version")), _version_str(torch.get("cuda")),
-                _version_str(torch.get("cudnn")), r.build.duration_s, int(r.build.reused),
-                counts["passed"], counts["failed"], counts["skipped"],
-                r.compat.error if r.compat else None, source,
+                _version_str(torch.get("version")),
+                _version_str(torch.get("cuda")),
+                _version_str(torch.get("cudnn")),
+                r.build.duration_s,
+                int(r.build.reused),
+                counts["passed"],
+                counts["failed"],
+                counts["skipped"],
+                r.compat.error if r.compat else None,
+                source,
             ),
         )
         rid = int(cur.lastrowid or 0)
@@ -344,7 +364,16 @@ class History:
             self.db.executemany(
                 "INSERT INTO compat VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (rid, t.id, t.category, t.outcome, t.duration_s, t.message, t.skip_reason, int(t.gpu))
+                    (
+                        rid,
+                        t.id,
+                        t.category,
+                        t.outcome,
+                        t.duration_s,
+                        t.message,
+                        t.skip_reason,
+                        int(t.gpu),
+                    )
                     for t in r.compat.tests
                 ],
             )
@@ -352,10 +381,22 @@ class History:
             "INSERT INTO benchmarks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    rid, benchmark_key(b.name, b.version, b.params, b.unit), b.name, b.version,
-                    json.dumps(b.params, sort_keys=True, default=str), b.unit, int(b.higher_is_better),
-                    json.dumps(b.samples), b.median, b.iqr, b.cv, int(b.noisy), b.peak, b.peak_source,
-                    b.fraction_of_peak, b.error,
+                    rid,
+                    benchmark_key(b.name, b.version, b.params, b.unit),
+                    b.name,
+                    b.version,
+                    json.dumps(b.params, sort_keys=True, default=str),
+                    b.unit,
+                    int(b.higher_is_better),
+                    json.dumps(b.samples),
+                    b.median,
+                    b.iqr,
+                    b.cv,
+                    int(b.noisy),
+                    b.peak,
+                    b.peak_source,
+                    b.fraction_of_peak,
+                    b.error,
                 )
                 for b in r.benchmarks
             ],
@@ -376,7 +417,11 @@ class History:
 
     def skipped_files(self) -> list[tuple[str, str]]:
         """Files that were seen but could not be read as results, with the reason."""
-        return list(self.db.execute("SELECT path, skipped FROM files WHERE skipped IS NOT NULL ORDER BY path"))
+        return list(
+            self.db.execute(
+                "SELECT path, skipped FROM files WHERE skipped IS NOT NULL ORDER BY path"
+            )
+        )
 
     def runs(self) -> list[RunInfo]:
         """Every run, oldest first (by its earliest result's creation time, then id)."""
@@ -387,7 +432,10 @@ class History:
         return [RunInfo(run_id, created, hosts, envs) for run_id, created, hosts, envs in rows]
 
     def has_run(self, run_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM results WHERE run_id = ? LIMIT 1", (run_id,)).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM results WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
+            is not None
+        )
 
     def count_results(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
@@ -422,7 +470,9 @@ class History:
 
     def checks(self, rids: Iterable[int]) -> dict[int, list[CheckRow]]:
         out: dict[int, list[CheckRow]] = {}
-        for row in self._by_rid("SELECT rid, name, ok, expected, found, layer, message FROM checks", rids):
+        for row in self._by_rid(
+            "SELECT rid, name, ok, expected, found, layer, message FROM checks", rids
+        ):
             out.setdefault(row[0], []).append(
                 CheckRow(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
             )
@@ -444,15 +494,28 @@ class History:
         for row in self._by_rid(query, rids):
             out.setdefault(row[0], []).append(
                 BenchRow(
-                    row[0], row[1], row[2], row[3], bool(row[4]), tuple(json.loads(row[5])), row[6],
-                    row[7], row[8], bool(row[9]), row[10], row[11], row[12],
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    bool(row[4]),
+                    tuple(json.loads(row[5])),
+                    row[6],
+                    row[7],
+                    row[8],
+                    bool(row[9]),
+                    row[10],
+                    row[11],
+                    row[12],
                 )
             )
         return out
 
     def distributions(self, rids: Iterable[int]) -> dict[int, dict[str, str | None]]:
         out: dict[int, dict[str, str | None]] = {}
-        for rid, name, version in self._by_rid("SELECT rid, name, version FROM distributions", rids):
+        for rid, name, version in self._by_rid(
+            "SELECT rid, name, version FROM distributions", rids
+        ):
             out.setdefault(rid, {})[name] = version
         return out
 
@@ -474,7 +537,9 @@ class History:
         out: dict[tuple[str, str, str], list[SeriesPoint]] = {}
         for key, env, host, rid, run_id, created, median, iqr, unit, hib, samples in rows:
             out.setdefault((key, env, host), []).append(
-                SeriesPoint(rid, run_id, created, median, iqr, unit, bool(hib), tuple(json.loads(samples)))
+                SeriesPoint(
+                    rid, run_id, created, median, iqr, unit, bool(hib), tuple(json.loads(samples))
+                )
             )
         return out
 

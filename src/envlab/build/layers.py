@@ -26,23 +26,37 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from envlab import conda, indexes, interpreters, platforms
+from envlab.build import conda, interpreters
 from envlab.errors import CommandError, IndexUnavailable, UserError
 from envlab.fsutil import atomic_write_json, stable_hash
 from envlab.log import log
 from envlab.proc import run
-from envlab.results import BuildRecord, Command, LayerRecord
-from envlab.spec import EnvSpec, Matrix
+from envlab.results.schema import BuildRecord, Command, LayerRecord
+from envlab.spec import indexes, platforms
+from envlab.spec.envspec import EnvSpec, Matrix
 
 BUILD_FORMAT = 1  # bump when the layout of a built env changes
 MARKER = "envlab-build.json"
 FACTS = "envlab-facts.json"
 # uv/pip settings from the caller's environment must not add or replace indexes behind our back.
 UNSET_FOR_UV = (
-    "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_FIND_LINKS",
-    "UV_INDEX_STRATEGY", "UV_PRERELEASE", "UV_CONSTRAINT", "UV_OVERRIDE", "UV_TORCH_BACKEND",
-    "UV_NO_INDEX", "UV_PYTHON", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS",
-    "VIRTUAL_ENV", "CONDA_PREFIX",
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
+    "UV_INDEX_STRATEGY",
+    "UV_PRERELEASE",
+    "UV_CONSTRAINT",
+    "UV_OVERRIDE",
+    "UV_TORCH_BACKEND",
+    "UV_NO_INDEX",
+    "UV_PYTHON",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
 )
 # Packages of the torch layer that are tied to the torch build and must not move in later layers.
 _BUILD_COUPLED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton.*|nvidia-.*)$")
@@ -84,13 +98,25 @@ class BuildPlan:
     @property
     def key(self) -> str:
         layers = [
-            (layer.name, layer.requirements, layer.index.url if layer.index else None, layer.pre,
-             layer.lock.read_text(encoding="utf-8") if layer.lock else None)
+            (
+                layer.name,
+                layer.requirements,
+                layer.index.url if layer.index else None,
+                layer.pre,
+                layer.lock.read_text(encoding="utf-8") if layer.lock else None,
+            )
             for layer in self.layers
         ]
         base = (
-            (self.conda.lockfile.read_text(encoding="utf-8") if self.conda.lockfile.exists() else None)
-            if self.conda else (str(self.interpreter.path), self.interpreter.version) if self.interpreter else None
+            (
+                self.conda.lockfile.read_text(encoding="utf-8")
+                if self.conda.lockfile.exists()
+                else None
+            )
+            if self.conda
+            else (str(self.interpreter.path), self.interpreter.version)
+            if self.interpreter
+            else None
         )
         return stable_hash(BUILD_FORMAT, self.spec.spec_hash, self.platform, base, layers)
 
@@ -118,16 +144,24 @@ def env_python(env_dir: Path) -> Path:
 
 def check_platform(spec: EnvSpec, platform: str) -> None:
     if platform in spec.unsupported:
-        raise UnsupportedPlatform(f"{spec.name} is unsupported on {platform}: {spec.unsupported[platform]}")
+        raise UnsupportedPlatform(
+            f"{spec.name} is unsupported on {platform}: {spec.unsupported[platform]}"
+        )
     if platform not in spec.platforms:
         raise UnsupportedPlatform(
             f"{spec.name} does not declare platform {platform} (declares {', '.join(spec.platforms)})"
         )
 
 
-def plan(matrix: Matrix, spec: EnvSpec, envs_dir: Path, platform: str | None = None,
-         interpreter: interpreters.Interpreter | None = None,
-         locks: dict[str, Path] | None = None, conda_base: CondaBase | None = None) -> BuildPlan:
+def plan(
+    matrix: Matrix,
+    spec: EnvSpec,
+    envs_dir: Path,
+    platform: str | None = None,
+    interpreter: interpreters.Interpreter | None = None,
+    locks: dict[str, Path] | None = None,
+    conda_base: CondaBase | None = None,
+) -> BuildPlan:
     """The layers of ``spec`` on ``platform`` (default: this machine's), from ``locks`` where given."""
     platform = platform or platforms.current()
     check_platform(spec, platform)
@@ -136,15 +170,33 @@ def plan(matrix: Matrix, spec: EnvSpec, envs_dir: Path, platform: str | None = N
     idx = matrix.indexes
     locks = locks or {}
     layers = [
-        LayerPlan("torch", list(spec.torch.packages), idx[spec.torch.index_for(platform)], spec.torch.pre,
-                  lock=locks.get("torch")),
-        LayerPlan("stack", matrix.stack_for(spec), idx[spec.stack.index], lock=locks.get("stack"),
-                  editables=tuple(matrix.editables(spec))),
+        LayerPlan(
+            "torch",
+            list(spec.torch.packages),
+            idx[spec.torch.index_for(platform)],
+            spec.torch.pre,
+            lock=locks.get("torch"),
+        ),
+        LayerPlan(
+            "stack",
+            matrix.stack_for(spec),
+            idx[spec.stack.index],
+            lock=locks.get("stack"),
+            editables=tuple(matrix.editables(spec)),
+        ),
     ]
     if spec.nightly:
         names = tuple(Requirement(r).name for r in spec.nightly.packages)
-        layers.append(LayerPlan("nightly", list(spec.nightly.packages), idx[spec.nightly.index], True, names,
-                                lock=locks.get("nightly")))
+        layers.append(
+            LayerPlan(
+                "nightly",
+                list(spec.nightly.packages),
+                idx[spec.nightly.index],
+                True,
+                names,
+                lock=locks.get("nightly"),
+            )
+        )
     mirrors = [i for i in idx.values() if i.mirrored]
     return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name, mirrors, conda_base)
 
@@ -186,12 +238,17 @@ def _uv() -> str:
 
         return find_uv_bin()
     except Exception:  # noqa: BLE001 - any failure means "not installed"
-        raise UserError("uv not found: expected the 'uv' executable on PATH (pip install uv)") from None
+        raise UserError(
+            "uv not found: expected the 'uv' executable on PATH (pip install uv)"
+        ) from None
 
 
 def installed(python: Path) -> dict[str, str]:
-    out = run([_uv(), "pip", "list", "--no-config", "--python", python, "--format", "json"],
-              quiet=True, unset=UNSET_FOR_UV)
+    out = run(
+        [_uv(), "pip", "list", "--no-config", "--python", python, "--format", "json"],
+        quiet=True,
+        unset=UNSET_FOR_UV,
+    )
     return {_norm(d["name"]): d["version"] for d in json.loads(out.output.strip().splitlines()[-1])}
 
 
@@ -199,13 +256,26 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _layer_argv(layer: LayerPlan, python: Path, constraints: Path | None, work: Path,
-                mirrors: list[indexes.Index]) -> list[str]:
+def _layer_argv(
+    layer: LayerPlan,
+    python: Path,
+    constraints: Path | None,
+    work: Path,
+    mirrors: list[indexes.Index],
+) -> list[str]:
     assert layer.index is not None
     if layer.lock is not None:
         return _locked_argv(layer, python, work, mirrors)
-    argv = [_uv(), "pip", "install", "--no-config", "--python", str(python),
-            "--index-url", layer.index.url]
+    argv = [
+        _uv(),
+        "pip",
+        "install",
+        "--no-config",
+        "--python",
+        str(python),
+        "--index-url",
+        layer.index.url,
+    ]
     if layer.pre:
         argv.append("--prerelease=allow")
     for name in layer.reinstall:
@@ -220,9 +290,17 @@ def _layer_argv(layer: LayerPlan, python: Path, constraints: Path | None, work: 
 _MISSING = re.compile(
     r"(?:no version of|not found in the package registry|no versions? of) ([A-Za-z0-9_.\-]+(?:[=<>!~]=?[^\s,]+)?)"
 )
-_CONFLICT = re.compile(r"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? depends? on (torch[^\s,]*)")
-_HASH = re.compile(r"hash mismatch|Hash mismatch|doesn't match the hash|hashes? (?:do|does) not match", re.IGNORECASE)
-_NETWORK = re.compile(r"(Failed to fetch|error sending request|Connection refused|dns error|timed out|Could not connect)", re.IGNORECASE)
+_CONFLICT = re.compile(
+    r"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? depends? on (torch[^\s,]*)"
+)
+_HASH = re.compile(
+    r"hash mismatch|Hash mismatch|doesn't match the hash|hashes? (?:do|does) not match",
+    re.IGNORECASE,
+)
+_NETWORK = re.compile(
+    r"(Failed to fetch|error sending request|Connection refused|dns error|timed out|Could not connect)",
+    re.IGNORECASE,
+)
 
 
 def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
@@ -231,7 +309,10 @@ def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
     where = f"index {index.name!r} ({index.url})" if index else "no index"
     if _HASH.search(output):
         line = next((ln.strip() for ln in output.splitlines() if _HASH.search(ln)), "hash mismatch")
-        return "build-failed", f"{layer.name} layer: a downloaded file does not match its locked hash, install refused ({line})"
+        return (
+            "build-failed",
+            f"{layer.name} layer: a downloaded file does not match its locked hash, install refused ({line})",
+        )
     if _NETWORK.search(output):
         hint = index.hint() if index else ""
         return "unavailable", f"{layer.name} layer: {where} unreachable; {hint}"
@@ -244,12 +325,17 @@ def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
     missing = _MISSING.search(output)
     if missing:
         outcome = "unavailable" if layer.name in ("torch", "nightly") else "build-failed"
-        return outcome, f"{layer.name} layer: wheel missing: {missing.group(1)} is not served by {where}"
+        return (
+            outcome,
+            f"{layer.name} layer: wheel missing: {missing.group(1)} is not served by {where}",
+        )
     last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "no output")
     return "build-failed", f"{layer.name} layer failed: {last}"
 
 
-def _locked_argv(layer: LayerPlan, python: Path, work: Path, mirrors: list[indexes.Index]) -> list[str]:
+def _locked_argv(
+    layer: LayerPlan, python: Path, work: Path, mirrors: list[indexes.Index]
+) -> list[str]:
     """Install exactly the locked files (hashes checked by uv); mirror URLs substituted where set."""
     assert layer.lock is not None and layer.index is not None
     text = layer.lock.read_text(encoding="utf-8")
@@ -257,7 +343,16 @@ def _locked_argv(layer: LayerPlan, python: Path, work: Path, mirrors: list[index
         text = text.replace(index.declared_url + "/", index.url + "/")
     copy = work / layer.lock.name
     copy.write_text(text, encoding="utf-8")
-    argv = [_uv(), "pip", "install", "--no-config", "--preview-features", "pylock", "--python", str(python)]
+    argv = [
+        _uv(),
+        "pip",
+        "install",
+        "--no-config",
+        "--preview-features",
+        "pylock",
+        "--python",
+        str(python),
+    ]
     for name in layer.reinstall:
         argv += ["--reinstall-package", name]
     return argv + ["-r", str(copy)]
@@ -267,19 +362,37 @@ def _constraints(packages: dict[str, str]) -> str:
     return "".join(f"{n}=={v}\n" for n, v in sorted(packages.items()) if _BUILD_COUPLED.match(n))
 
 
-def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
-          on_layer: Callable[[str], None] | None = None) -> BuildResult:
+def build(
+    p: BuildPlan,
+    *,
+    force: bool = False,
+    probe_indexes: bool = True,
+    on_layer: Callable[[str], None] | None = None,
+) -> BuildResult:
     """Build (or reuse) the env of ``p``. Never raises for an env-level failure: returns its outcome."""
     spec = p.spec
     if not force:
         record = reusable(p)
         if record is not None:
             log(f"{spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
-            return BuildResult("built", record, python=env_python(p.env_dir),
-                               layer_packages=read_marker(p.env_dir).get("layer_packages", {}))  # type: ignore[union-attr]
-    locks = [str(layer.lock) for layer in p.layers if layer.lock] + ([str(p.conda.lockfile)] if p.conda else [])
-    interpreter = f"{p.interpreter.path} ({p.interpreter.version})" if p.interpreter else "conda base"
-    record = BuildRecord(env_dir=str(p.env_dir), build_key=p.key, interpreter=interpreter, lock=", ".join(locks) or None)
+            return BuildResult(
+                "built",
+                record,
+                python=env_python(p.env_dir),
+                layer_packages=read_marker(p.env_dir).get("layer_packages", {}),
+            )  # type: ignore[union-attr]
+    locks = [str(layer.lock) for layer in p.layers if layer.lock] + (
+        [str(p.conda.lockfile)] if p.conda else []
+    )
+    interpreter = (
+        f"{p.interpreter.path} ({p.interpreter.version})" if p.interpreter else "conda base"
+    )
+    record = BuildRecord(
+        env_dir=str(p.env_dir),
+        build_key=p.key,
+        interpreter=interpreter,
+        lock=", ".join(locks) or None,
+    )
     if probe_indexes:
         for index, package in p.indexes():
             log(f"{spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
@@ -304,10 +417,15 @@ def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
         if result.outcome != "built":
             return result
         record.duration_s = round(time.monotonic() - started, 2)
-        atomic_write_json(target / MARKER, {
-            "key": p.key, "record": record.model_dump(mode="json"),
-            "layer_packages": result.layer_packages, "fingerprint": site_fingerprint(target),
-        })
+        atomic_write_json(
+            target / MARKER,
+            {
+                "key": p.key,
+                "record": record.model_dump(mode="json"),
+                "layer_packages": result.layer_packages,
+                "fingerprint": site_fingerprint(target),
+            },
+        )
         if not p.conda:
             _swap_into_place(target, p.env_dir)
         complete = True
@@ -318,8 +436,9 @@ def build(p: BuildPlan, *, force: bool = False, probe_indexes: bool = True,
             shutil.rmtree(target, ignore_errors=True)
 
 
-def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
-                  on_layer: Callable[[str], None] | None) -> BuildResult:
+def _build_layers(
+    p: BuildPlan, partial: Path, record: BuildRecord, on_layer: Callable[[str], None] | None
+) -> BuildResult:
     spec = p.spec
     # base
     t0 = time.monotonic()
@@ -330,7 +449,9 @@ def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
     record.layers.append(base)
     try:
         done = run(argv, unset=UNSET_FOR_UV, stream=p.conda is not None)
-        base.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
+        base.commands.append(
+            Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
+        )
     except CommandError as exc:
         base.outcome, base.message = "failed", str(exc)
         return BuildResult("build-failed", record, reason=f"base layer: {exc}")
@@ -343,22 +464,40 @@ def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
         if on_layer:
             on_layer(layer.name)
         assert layer.index is not None
-        lr = LayerRecord(name=layer.name, index=layer.index.name, index_url=layer.index.url,
-                         requirements=list(layer.requirements))
+        lr = LayerRecord(
+            name=layer.name,
+            index=layer.index.name,
+            index_url=layer.index.url,
+            requirements=list(layer.requirements),
+        )
         record.layers.append(lr)
         if not layer.requirements:
             lr.outcome = "skipped"
             continue
         t0 = time.monotonic()
-        source = f"lock {layer.lock.name}" if layer.lock else f"{len(layer.requirements)} requirement(s)"
-        log(f"{spec.name}: layer {layer.name}: {source} from index {layer.index.name!r} ({layer.index.url})"
-            + (" [forced reinstall, --pre]" if layer.reinstall else ""))
-        argv = _layer_argv(layer, python, constraints if layer.name == "stack" else None, partial, p.mirrors)
+        source = (
+            f"lock {layer.lock.name}" if layer.lock else f"{len(layer.requirements)} requirement(s)"
+        )
+        log(
+            f"{spec.name}: layer {layer.name}: {source} from index {layer.index.name!r} ({layer.index.url})"
+            + (" [forced reinstall, --pre]" if layer.reinstall else "")
+        )
+        argv = _layer_argv(
+            layer, python, constraints if layer.name == "stack" else None, partial, p.mirrors
+        )
         try:
             done = run(argv, stream=True, unset=UNSET_FOR_UV)
-            lr.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
+            lr.commands.append(
+                Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
+            )
         except CommandError as exc:
-            lr.commands.append(Command(argv=exc.argv, returncode=exc.returncode, duration_s=round(time.monotonic() - t0, 2)))
+            lr.commands.append(
+                Command(
+                    argv=exc.argv,
+                    returncode=exc.returncode,
+                    duration_s=round(time.monotonic() - t0, 2),
+                )
+            )
             outcome, reason = explain_failure(layer, exc.output)
             lr.outcome = "unavailable" if outcome == "unavailable" else "failed"
             lr.message = reason
@@ -372,15 +511,22 @@ def _build_layers(p: BuildPlan, partial: Path, record: BuildRecord,
                 argv += ["--editable", str(path)]
             try:
                 done = run(argv, unset=UNSET_FOR_UV)
-                lr.commands.append(Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2)))
+                lr.commands.append(
+                    Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
+                )
             except CommandError as exc:
-                lr.outcome, lr.message = "failed", f"{layer.name} layer: editable install failed: {exc}"
+                lr.outcome, lr.message = (
+                    "failed",
+                    f"{layer.name} layer: editable install failed: {exc}",
+                )
                 return BuildResult("build-failed", record, reason=lr.message)
         after = installed(python)
         changed = {n: v for n, v in after.items() if before.get(n) != v}
         layer_packages[layer.name] = changed
         lr.duration_s = round(time.monotonic() - t0, 2)
-        log(f"{spec.name}: layer {layer.name}: {len(changed)} package(s) installed or changed in {lr.duration_s:.1f}s")
+        log(
+            f"{spec.name}: layer {layer.name}: {len(changed)} package(s) installed or changed in {lr.duration_s:.1f}s"
+        )
         if layer.name == "torch":
             constraints = partial / "envlab-torch-constraints.txt"
             constraints.write_text(_constraints(after), encoding="utf-8")
@@ -394,10 +540,21 @@ def _base_layer(p: BuildPlan, target: Path) -> tuple[list[str], LayerRecord]:
         exe = conda.find_executable()
         log(f"{p.spec.name}: layer base: conda prefix from {p.conda.lockfile.name} with {exe.name}")
         return conda.install_argv(exe, p.conda.lockfile, target), LayerRecord(
-            name="base", index="conda", requirements=[f"conda-lock {p.conda.lockfile}"])
+            name="base", index="conda", requirements=[f"conda-lock {p.conda.lockfile}"]
+        )
     assert p.interpreter is not None
-    log(f"{p.spec.name}: layer base: uv venv with Python {p.interpreter.version} ({p.interpreter.path})")
-    argv = [_uv(), "venv", "--no-config", "--relocatable", "--python", str(p.interpreter.path), str(target)]
+    log(
+        f"{p.spec.name}: layer base: uv venv with Python {p.interpreter.version} ({p.interpreter.path})"
+    )
+    argv = [
+        _uv(),
+        "venv",
+        "--no-config",
+        "--relocatable",
+        "--python",
+        str(p.interpreter.path),
+        str(target),
+    ]
     return argv, LayerRecord(name="base", requirements=[f"python=={p.interpreter.version}"])
 
 
@@ -423,4 +580,3 @@ def cached_facts(env_dir: Path) -> dict | None:
     if saved.get("fingerprint") != site_fingerprint(env_dir):
         return None
     return saved.get("facts")
-

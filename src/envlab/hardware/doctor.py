@@ -2,7 +2,7 @@
 
 Chosen by compute capability *and* driver (uv's ``--torch-backend=auto`` looks at the driver only):
 for every env, the build's compiled arch list (probed from a built env, else the knowledge table)
-is checked against each GPU's compute capability (SASS/PTX rule, :mod:`envlab.archcompat`) and the
+is checked against each GPU's compute capability (SASS/PTX rule, :mod:`envlab.verify.archcompat`) and the
 build's CUDA version against the driver (toolkit driver, then minor-version compatibility).
 """
 
@@ -15,11 +15,12 @@ from typing import Any, Literal
 
 from packaging.requirements import Requirement
 
-from envlab import archcompat, detect, knowledge
-from envlab.archcompat import Capability
-from envlab.detect import GpuFacts, HostFacts
-from envlab.results import Host
-from envlab.spec import EnvSpec, Matrix
+from envlab.hardware import detect, knowledge
+from envlab.hardware.detect import GpuFacts, HostFacts
+from envlab.results.schema import Host
+from envlab.spec.envspec import EnvSpec, Matrix
+from envlab.verify import archcompat
+from envlab.verify.archcompat import Capability
 
 SCHEMA = 1
 Verdict = Literal["runs", "runs-ptx", "will-not-run", "cpu-only", "unknown", "unsupported"]

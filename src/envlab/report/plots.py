@@ -119,20 +119,47 @@ def compat_matrix(rows: list[MatrixRow], categories: list[str]) -> bytes:
     ax = fig.add_subplot()
     for i, row in enumerate(rows):
         if row.outcome in ("unavailable", "build-failed"):
-            ax.add_patch(Rectangle((0, i), len(cols), 1, facecolor=COLOURS[row.outcome],
-                                   edgecolor="white", linewidth=2, hatch="//" if row.outcome == "unavailable" else None))
+            ax.add_patch(
+                Rectangle(
+                    (0, i),
+                    len(cols),
+                    1,
+                    facecolor=COLOURS[row.outcome],
+                    edgecolor="white",
+                    linewidth=2,
+                    hatch="//" if row.outcome == "unavailable" else None,
+                )
+            )
             reason = row.reason or "no reason recorded"
             width = int(len(cols) * 10.5)
             text = textwrap.shorten(f"{row.outcome.upper()}: {reason}", width * 2, placeholder=" …")
-            ax.text(len(cols) / 2, i + 0.5, textwrap.fill(text, width), ha="center", va="center",
-                    fontsize=8, linespacing=1.1, color="black",
-                    bbox={"facecolor": "white", "alpha": 0.88, "edgecolor": "none", "pad": 1.5})
+            ax.text(
+                len(cols) / 2,
+                i + 0.5,
+                textwrap.fill(text, width),
+                ha="center",
+                va="center",
+                fontsize=8,
+                linespacing=1.1,
+                color="black",
+                bbox={"facecolor": "white", "alpha": 0.88, "edgecolor": "none", "pad": 1.5},
+            )
             continue
         for j, cat in enumerate(cols):
             key, text = _cell_style(row.cells.get(cat))
-            ax.add_patch(Rectangle((j, i), 1, 1, facecolor=COLOURS[key], edgecolor="white", linewidth=2))
-            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8.5,
-                    color="white" if key == "fail" else "black", fontweight="bold" if key == "fail" else None)
+            ax.add_patch(
+                Rectangle((j, i), 1, 1, facecolor=COLOURS[key], edgecolor="white", linewidth=2)
+            )
+            ax.text(
+                j + 0.5,
+                i + 0.5,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color="white" if key == "fail" else "black",
+                fontweight="bold" if key == "fail" else None,
+            )
     ax.set_xlim(0, len(cols))
     ax.set_ylim(len(rows), 0)
     ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right", fontsize=9)
@@ -144,11 +171,28 @@ def compat_matrix(rows: list[MatrixRow], categories: list[str]) -> bytes:
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title("Compat matrix: tests passed per category", fontsize=11, loc="left", pad=26)
-    legend = [Patch(facecolor=COLOURS[k], label=label) for k, label in (
-        ("pass", "all passed"), ("pass+skip", "passed, some skipped"), ("fail", "failures"),
-        ("skip", "all skipped"), ("unavailable", "env unavailable"), ("build-failed", "build/verify failed"))]
-    ax.legend(handles=legend, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, fontsize=8.5,
-              frameon=False, borderaxespad=0.2, handlelength=1.4, columnspacing=1.2)
+    legend = [
+        Patch(facecolor=COLOURS[k], label=label)
+        for k, label in (
+            ("pass", "all passed"),
+            ("pass+skip", "passed, some skipped"),
+            ("fail", "failures"),
+            ("skip", "all skipped"),
+            ("unavailable", "env unavailable"),
+            ("build-failed", "build/verify failed"),
+        )
+    ]
+    ax.legend(
+        handles=legend,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=6,
+        fontsize=8.5,
+        frameon=False,
+        borderaxespad=0.2,
+        handlelength=1.4,
+        columnspacing=1.2,
+    )
     return _png(fig)
 
 
@@ -168,10 +212,20 @@ def bench_comparison(groups: list[BarGroup]) -> bytes:
         labels = [b.label for b in group.bars]
         y = list(range(len(group.bars)))
         med = [b.median for b in group.bars]
-        err = [[max(b.median - b.q1, 0.0) for b in group.bars], [max(b.q3 - b.median, 0.0) for b in group.bars]]
+        err = [
+            [max(b.median - b.q1, 0.0) for b in group.bars],
+            [max(b.q3 - b.median, 0.0) for b in group.bars],
+        ]
         best = (max if group.higher_is_better else min)(med) if med else None
         colours = ["#1e88e5" if m == best else "#90caf9" for m in med]
-        ax.barh(y, med, xerr=err, color=colours, capsize=3, error_kw={"elinewidth": 1, "ecolor": "#37474f"})
+        ax.barh(
+            y,
+            med,
+            xerr=err,
+            color=colours,
+            capsize=3,
+            error_kw={"elinewidth": 1, "ecolor": "#37474f"},
+        )
         ax.set_yticks(y, labels, fontsize=9)
         ax.invert_yaxis()
         top = max((b.q3 for b in group.bars), default=1.0)
@@ -196,7 +250,9 @@ def bench_comparison(groups: list[BarGroup]) -> bytes:
 def bench_history(groups: list[LineGroup]) -> bytes:
     """One panel per benchmark: median per run for each env (× host); regressions marked."""
     fig = Figure(figsize=(13, 2.7 * len(groups) + 0.6))
-    cmap = matplotlib.colormaps["tab10" if max((len(g.lines) for g in groups), default=0) <= 10 else "tab20"]
+    cmap = matplotlib.colormaps[
+        "tab10" if max((len(g.lines) for g in groups), default=0) <= 10 else "tab20"
+    ]
     labels = sorted({line.label for g in groups for line in g.lines})
     colour = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
     marked = False
@@ -206,12 +262,27 @@ def bench_history(groups: list[LineGroup]) -> bytes:
         axes.append(ax)
         for line in group.lines:
             dense = len(line.x) > 60
-            ax.plot(line.x, line.y, color=colour[line.label], linewidth=1.3,
-                    marker=None if dense else "o", markersize=3.5, label=line.label)
+            ax.plot(
+                line.x,
+                line.y,
+                color=colour[line.label],
+                linewidth=1.3,
+                marker=None if dense else "o",
+                markersize=3.5,
+                label=line.label,
+            )
             if line.regressions:
                 marked = True
-                ax.scatter([line.x[i] for i in line.regressions], [line.y[i] for i in line.regressions],
-                           marker="v", s=80, color="#d50000", edgecolor="black", linewidth=0.6, zorder=5)
+                ax.scatter(
+                    [line.x[i] for i in line.regressions],
+                    [line.y[i] for i in line.regressions],
+                    marker="v",
+                    s=80,
+                    color="#d50000",
+                    edgecolor="black",
+                    linewidth=0.6,
+                    zorder=5,
+                )
         ax.set_title(_short_title(group.title), fontsize=9, loc="left")
         ax.set_ylabel(group.unit, fontsize=9)
         ax.grid(alpha=0.3)
@@ -230,9 +301,16 @@ def bench_history(groups: list[LineGroup]) -> bytes:
             seen.setdefault(n, h)
     if marked:
         seen["regression (vs previous run)"] = axes[0].scatter(
-            [], [], marker="v", s=80, color="#d50000", edgecolor="black", linewidth=0.6)
-    fig.legend(list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.0, 0.98),
-               fontsize=9, frameon=False)
+            [], [], marker="v", s=80, color="#d50000", edgecolor="black", linewidth=0.6
+        )
+    fig.legend(
+        list(seen.values()),
+        list(seen),
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.98),
+        fontsize=9,
+        frameon=False,
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -247,11 +325,22 @@ def package_matrix(columns: list[str], rows: list[tuple[str, list[str | None]]])
     for i, (_name, versions) in enumerate(rows):
         distinct = list(dict.fromkeys(v for v in versions if v is not None))
         for j, version in enumerate(versions):
-            colour = "#eeeeee" if version is None else palette[distinct.index(version) % len(palette)]
-            ax.add_patch(Rectangle((j, i), 1, 1, facecolor=colour, edgecolor="white", linewidth=1.5))
+            colour = (
+                "#eeeeee" if version is None else palette[distinct.index(version) % len(palette)]
+            )
+            ax.add_patch(
+                Rectangle((j, i), 1, 1, facecolor=colour, edgecolor="white", linewidth=1.5)
+            )
             text = "—" if version is None else textwrap.shorten(version, 24, placeholder="…")
-            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8,
-                    color="#757575" if version is None else "black")
+            ax.text(
+                j + 0.5,
+                i + 0.5,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="#757575" if version is None else "black",
+            )
     ax.set_xlim(0, len(columns))
     ax.set_ylim(max(len(rows), 1), 0)
     ax.xaxis.tick_top()
@@ -260,6 +349,10 @@ def package_matrix(columns: list[str], rows: list[tuple[str, list[str | None]]])
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title("Package versions that differ between envs (— = not installed)", fontsize=10,
-                 loc="left", pad=24)
+    ax.set_title(
+        "Package versions that differ between envs (— = not installed)",
+        fontsize=10,
+        loc="left",
+        pad=24,
+    )
     return _png(fig)

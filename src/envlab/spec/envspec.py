@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from envlab import catalog, platforms
 from envlab.errors import SpecError, UnknownEnvError
 from envlab.fsutil import read_toml, stable_hash
+from envlab.spec import catalog, platforms
 
 M = TypeVar("M", bound=BaseModel)
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
@@ -47,7 +47,9 @@ def _check_requirement(value: str) -> str:
         Requirement(value)
     except InvalidRequirement as exc:
         detail = str(exc).splitlines()[0]
-        raise ValueError(f"a PEP 508 requirement like 'torch==2.10.0', found {value!r} ({detail})") from None
+        raise ValueError(
+            f"a PEP 508 requirement like 'torch==2.10.0', found {value!r} ({detail})"
+        ) from None
     return value
 
 
@@ -61,7 +63,6 @@ class TorchLayer(Strict):
     index: str
     index_by_platform: dict[str, str] = Field(default_factory=dict)
     pre: bool = False
-
 
     @field_validator("packages")
     @classmethod
@@ -82,8 +83,9 @@ class StackLayer(Strict):
     add: list[RequirementStr] = Field(default_factory=list)
     remove: list[str] = Field(default_factory=list)
     index: str = "pypi"
-    editable: list[str] = Field(default_factory=list)  # local projects (paths from the project root)
-
+    editable: list[str] = Field(
+        default_factory=list
+    )  # local projects (paths from the project root)
 
 
 class NightlyLayer(Strict):
@@ -208,7 +210,9 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
         message = f"field {loc!r}: expected a value, found nothing (the key is required)"
     else:
         msg = first["msg"].removeprefix("Value error, ")
-        if msg.startswith(("a ", "an ", "one of", "at least", "cpu-only", "platform", "architectures")):
+        if msg.startswith(
+            ("a ", "an ", "one of", "at least", "cpu-only", "platform", "architectures")
+        ):
             message = f"field {loc!r}: expected {msg}"
         else:
             message = f"field {loc!r}: expected {msg.lower()}, found {found!r}"
@@ -226,7 +230,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             return None
         ann = field.annotation
         candidates = [ann, *getattr(ann, "__args__", ())]
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        nxt = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if nxt is None:
             return None
         model = nxt
@@ -237,7 +243,7 @@ class Matrix:
     """All envspecs of a project, the shared stack and the named indexes."""
 
     def __init__(self, envspecs: Path) -> None:
-        from envlab.indexes import load_indexes
+        from envlab.spec.indexes import load_indexes
 
         self.dir = envspecs
         if not envspecs.is_dir():
@@ -272,7 +278,9 @@ class Matrix:
     @staticmethod
     def _index_refs(spec: EnvSpec) -> list[tuple[str, str]]:
         refs = [("torch.index", spec.torch.index), ("stack.index", spec.stack.index)]
-        refs += [(f"torch.index-by-platform.{p}", i) for p, i in spec.torch.index_by_platform.items()]
+        refs += [
+            (f"torch.index-by-platform.{p}", i) for p, i in spec.torch.index_by_platform.items()
+        ]
         if spec.nightly:
             refs.append(("nightly.index", spec.nightly.index))
         return refs
@@ -296,8 +304,10 @@ class Matrix:
         for rel in spec.stack.editable:
             path = (self.dir.parent / rel).resolve()
             if not (path / "pyproject.toml").is_file():
-                raise SpecError(f"{self.dir / (spec.name + '.toml')}: field 'stack.editable': expected a local "
-                                f"project with a pyproject.toml, found nothing at {path}")
+                raise SpecError(
+                    f"{self.dir / (spec.name + '.toml')}: field 'stack.editable': expected a local "
+                    f"project with a pyproject.toml, found nothing at {path}"
+                )
             found.append(path)
         return found
 

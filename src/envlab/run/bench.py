@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envlab import proc, stats
+from envlab import proc
 from envlab.errors import CommandError, UserError
 from envlab.fsutil import dir_size
 from envlab.log import log
-from envlab.peaks import CpuInfo, peak_for, read_cpu_info
-from envlab.results import Benchmark, BuildRecord
+from envlab.results.schema import Benchmark, BuildRecord
+from envlab.run import stats
+from envlab.run.peaks import CpuInfo, peak_for, read_cpu_info
 
 MODES = ("quick", "default", "full")
 # Generous bounds on the whole program (issue 5 targets: quick 30 s, default 3 min per env).
@@ -230,8 +231,8 @@ def run_benchmark_program(
     return result
 
 
-
-def run_benchmarks(python: Path, repo_root: Path, mode: str, out_dir: Path,
-                   *args: Any, **kwargs: Any) -> list[Benchmark]:
+def run_benchmarks(
+    python: Path, repo_root: Path, mode: str, out_dir: Path, *args: Any, **kwargs: Any
+) -> list[Benchmark]:
     """Just the records of :func:`run_benchmark_program` (same arguments), for the result document."""
     return run_benchmark_program(python, repo_root, mode, out_dir, *args, **kwargs).benchmarks

@@ -51,7 +51,9 @@ def torch_facts() -> dict[str, Any]:
     facts["cuda"] = getattr(version, "cuda", None)
     facts["hip"] = getattr(version, "hip", None)
     try:
-        facts["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        facts["cudnn"] = (
+            torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        )
     except BaseException as exc:  # noqa: BLE001
         facts["cudnn"] = None
         facts["cudnn_error"] = _error(exc)
@@ -70,8 +72,13 @@ def torch_facts() -> dict[str, Any]:
         devices = []
         for i in range(facts["device_count"]):
             major, minor = torch.cuda.get_device_capability(i)
-            devices.append({"index": i, "name": torch.cuda.get_device_name(i),
-                            "compute_capability": f"{major}.{minor}"})
+            devices.append(
+                {
+                    "index": i,
+                    "name": torch.cuda.get_device_name(i),
+                    "compute_capability": f"{major}.{minor}",
+                }
+            )
         facts["devices"] = devices
     except BaseException as exc:  # noqa: BLE001
         facts["cuda_error"] = _error(exc)

@@ -1,7 +1,7 @@
 """Stdlib-only view of envspecs/ for the noxfile: env names, defaults and tags.
 
 The noxfile imports this before any dependency is installed, so it must not import pydantic or
-anything outside the standard library. Full validation happens in :mod:`envlab.spec`.
+anything outside the standard library. Full validation happens in :mod:`envlab.spec.envspec`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ class EnvEntry:
 
 def env_files(envspecs: Path) -> list[Path]:
     """The envspec files (one per env), sorted by name."""
-    return sorted((p for p in envspecs.glob("*.toml") if p.name not in NON_ENV_FILES), key=lambda p: p.stem)
+    return sorted(
+        (p for p in envspecs.glob("*.toml") if p.name not in NON_ENV_FILES), key=lambda p: p.stem
+    )
 
 
 def entries(envspecs: Path) -> list[EnvEntry]:

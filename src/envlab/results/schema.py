@@ -177,9 +177,13 @@ def parse(text: str, source: str = "<result>") -> Result:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ResultError(f"{source}: expected a JSON result document, found invalid JSON ({exc})") from None
+        raise ResultError(
+            f"{source}: expected a JSON result document, found invalid JSON ({exc})"
+        ) from None
     if not isinstance(doc, dict) or "schema_version" not in doc:
-        raise ResultError(f"{source}: expected an envlab result (with schema_version), found another JSON document")
+        raise ResultError(
+            f"{source}: expected an envlab result (with schema_version), found another JSON document"
+        )
     version = doc["schema_version"]
     if not isinstance(version, int):
         raise ResultError(f"{source}: expected an integer schema_version, found {version!r}")
@@ -202,7 +206,9 @@ def parse(text: str, source: str = "<result>") -> Result:
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = ".".join(map(str, err["loc"]))
-        raise ResultError(f"{source}: field {loc!r}: {err['msg']} (found {err.get('input')!r:.80})") from None
+        raise ResultError(
+            f"{source}: field {loc!r}: {err['msg']} (found {err.get('input')!r:.80})"
+        ) from None
 
 
 def load(path: Path) -> Result:
@@ -247,7 +253,12 @@ class Store:
         self.root = root
 
     def path_for(self, result: Result) -> Path:
-        return self.root / safe_name(result.run_id) / safe_name(result.host.id) / f"{safe_name(result.env)}.json"
+        return (
+            self.root
+            / safe_name(result.run_id)
+            / safe_name(result.host.id)
+            / f"{safe_name(result.env)}.json"
+        )
 
     def write(self, result: Result) -> Path:
         Result.model_validate(result.model_dump())  # never write an invalid document

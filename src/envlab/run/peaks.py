@@ -92,7 +92,7 @@ def parse_table(text: str) -> PeakTable:
 @functools.cache
 def table() -> PeakTable:
     """The peak table shipped with envlab."""
-    text = resources.files("envlab").joinpath("data/peaks.toml").read_text(encoding="utf-8")
+    text = resources.files("envlab.run").joinpath("peaks.toml").read_text(encoding="utf-8")
     return parse_table(text)
 
 

@@ -25,9 +25,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
-from envlab import conda
-from envlab import platforms as platform_names
-from envlab.build import (
+from envlab.build import conda
+from envlab.build.layers import (
     UNSET_FOR_UV,
     LayerPlan,
     UnsupportedPlatform,
@@ -37,11 +36,12 @@ from envlab.build import (
 )
 from envlab.errors import CommandError, LockError
 from envlab.fsutil import atomic_write_text, read_toml, stable_hash
-from envlab.indexes import Index
 from envlab.log import log
 from envlab.proc import run
 from envlab.project import Project
-from envlab.spec import EnvSpec, Matrix
+from envlab.spec import platforms as platform_names
+from envlab.spec.envspec import EnvSpec, Matrix
+from envlab.spec.indexes import Index
 
 LOCK_FORMAT = 1
 
@@ -82,11 +82,17 @@ def conda_lock_path(project: Project, env: str) -> Path:
 
 def input_hash(matrix: Matrix, spec: EnvSpec, platform: str) -> str:
     """Hash of everything that decides a lock's content (a conda base's environment.yml included)."""
-    used = sorted({spec.torch.index_for(platform), spec.stack.index} | ({spec.nightly.index} if spec.nightly else set()))
+    used = sorted(
+        {spec.torch.index_for(platform), spec.stack.index}
+        | ({spec.nightly.index} if spec.nightly else set())
+    )
     environment = conda.environment_file(matrix.dir, spec)
     return stable_hash(
-        LOCK_FORMAT, spec.model_dump(mode="json", exclude={"description", "version_notes", "tags", "default"}),
-        matrix.stack_for(spec), {name: matrix.indexes[name].declared_url for name in used}, platform,
+        LOCK_FORMAT,
+        spec.model_dump(mode="json", exclude={"description", "version_notes", "tags", "default"}),
+        matrix.stack_for(spec),
+        {name: matrix.indexes[name].declared_url for name in used},
+        platform,
         environment.read_text(encoding="utf-8") if environment else None,
     )
 
@@ -100,18 +106,29 @@ def lock_conda_base(project: Project, spec: EnvSpec, environment: Path) -> Path:
         vpkg = None
         if conda.is_gpu(spec):
             vpkg = Path(tmp) / "virtual-packages.yml"
-            vpkg.write_text(conda.virtual_packages(spec, conda.conda_platforms(spec)), encoding="utf-8")
+            vpkg.write_text(
+                conda.virtual_packages(spec, conda.conda_platforms(spec)), encoding="utf-8"
+            )
         staged = Path(tmp) / "conda-lock.yml"
         if target.exists():
-            staged.write_bytes(target.read_bytes())  # conda-lock updates an existing lockfile in place
+            staged.write_bytes(
+                target.read_bytes()
+            )  # conda-lock updates an existing lockfile in place
         try:
             run(conda.lock_argv(spec, environment, staged, exe, vpkg), stream=True)
         except CommandError as exc:
-            raise LockError(f"build-failed: conda-lock failed for {spec.name} (exit {exc.returncode})") from None
-        problems = [p for platform in conda.conda_platforms(spec)
-                    for p in conda.rule_violations(conda.read_lockfile(staged), platform)]
+            raise LockError(
+                f"build-failed: conda-lock failed for {spec.name} (exit {exc.returncode})"
+            ) from None
+        problems = [
+            p
+            for platform in conda.conda_platforms(spec)
+            for p in conda.rule_violations(conda.read_lockfile(staged), platform)
+        ]
         if problems:
-            raise LockError(f"build-failed: {spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}")
+            raise LockError(
+                f"build-failed: {spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}"
+            )
         atomic_write_text(target, staged.read_text(encoding="utf-8"))
     log(f"{spec.name}: conda base locked in {target.relative_to(project.root)}")
     return target
@@ -122,13 +139,26 @@ def read(path: Path) -> LayerLock:
     data = read_toml(path, LockError, "a pylock.toml lockfile written by `nox -s lock`")
     meta = (data.get("tool") or {}).get("envlab")
     if not isinstance(meta, dict) or "input-hash" not in meta:
-        raise LockError(f"{path}: expected a [tool.envlab] table with input-hash, found none (not written by envlab lock)")
-    lock = LayerLock(path, meta["env"], meta["platform"], meta["layer"], meta["input-hash"], meta.get("index", ""))
+        raise LockError(
+            f"{path}: expected a [tool.envlab] table with input-hash, found none (not written by envlab lock)"
+        )
+    lock = LayerLock(
+        path,
+        meta["env"],
+        meta["platform"],
+        meta["layer"],
+        meta["input-hash"],
+        meta.get("index", ""),
+    )
     for pkg in data.get("packages", []):
         name, version = _norm(pkg["name"]), str(pkg.get("version", ""))
         lock.packages[name] = version
         for wheel in pkg.get("wheels", []) + ([pkg["sdist"]] if "sdist" in pkg else []):
-            lock.files.append(LockedFile(name, version, wheel.get("url", ""), (wheel.get("hashes") or {}).get("sha256")))
+            lock.files.append(
+                LockedFile(
+                    name, version, wheel.get("url", ""), (wheel.get("hashes") or {}).get("sha256")
+                )
+            )
     return lock
 
 
@@ -140,17 +170,23 @@ def env_locks(project: Project, spec: EnvSpec, platform: str) -> dict[str, Layer
         return None
     missing = [layer for layer, p in paths.items() if not p.exists()]
     if missing:
-        raise LockError(f"locks/{spec.name}: the {', '.join(missing)} layer lock(s) for {platform} are missing; run `nox -s lock`")
+        raise LockError(
+            f"locks/{spec.name}: the {', '.join(missing)} layer lock(s) for {platform} are missing; run `nox -s lock`"
+        )
     return {layer: read(p) for layer, p in paths.items()}
 
 
-def staleness(matrix: Matrix, spec: EnvSpec, locks: dict[str, LayerLock], platform: str) -> str | None:
+def staleness(
+    matrix: Matrix, spec: EnvSpec, locks: dict[str, LayerLock], platform: str
+) -> str | None:
     """Why the locks are stale, or None when they match the current inputs."""
     want = input_hash(matrix, spec, platform)
     stale = [layer for layer, lock in locks.items() if lock.input_hash != want]
     if stale:
-        return (f"locks/{spec.name} ({platform}) is stale: its inputs changed since it was locked "
-                f"(envspec, shared stack, index URLs or Python); run `nox -s lock -- {spec.name}`")
+        return (
+            f"locks/{spec.name} ({platform}) is stale: its inputs changed since it was locked "
+            f"(envspec, shared stack, index URLs or Python); run `nox -s lock -- {spec.name}`"
+        )
     return None
 
 
@@ -158,9 +194,22 @@ def staleness(matrix: Matrix, spec: EnvSpec, locks: dict[str, LayerLock], platfo
 
 
 def _compile(argv_tail: list[str], target: Path, platform: str, python: str) -> None:
-    argv = [_uv(), "pip", "compile", "--no-config", "--quiet", "--format", "pylock.toml",
-            "--python-version", python, "--python-platform", platform_names.UV_TARGETS[platform],
-            "-o", str(target), *argv_tail]
+    argv = [
+        _uv(),
+        "pip",
+        "compile",
+        "--no-config",
+        "--quiet",
+        "--format",
+        "pylock.toml",
+        "--python-version",
+        python,
+        "--python-platform",
+        platform_names.UV_TARGETS[platform],
+        "-o",
+        str(target),
+        *argv_tail,
+    ]
     run(argv, unset=UNSET_FOR_UV)
 
 
@@ -209,10 +258,14 @@ def conda_constraints(lockfile: Path | None, platform: str) -> dict[str, str]:
 
 
 def _project_name(path: Path) -> str:
-    return _norm(tomllib.loads((path / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"])
+    return _norm(
+        tomllib.loads((path / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    )
 
 
-def resolve(matrix: Matrix, spec: EnvSpec, platform: str, conda_lockfile: Path | None = None) -> dict[str, str]:
+def resolve(
+    matrix: Matrix, spec: EnvSpec, platform: str, conda_lockfile: Path | None = None
+) -> dict[str, str]:
     """Lock texts per layer for ``platform`` (nothing written). Raises on resolution failure.
 
     With a conda base, the versions its lockfile provides constrain the stack and are left out of it.
@@ -232,38 +285,86 @@ def resolve(matrix: Matrix, spec: EnvSpec, platform: str, conda_lockfile: Path |
         tail = ["--index-url", torch_index.url, str(work / "torch.in")]
         if spec.torch.pre:
             tail.insert(0, "--prerelease=allow")
-        _run_layer("torch", torch_index, lambda: _compile(tail, _layer_files(work, "torch"), platform, spec.python))
+        _run_layer(
+            "torch",
+            torch_index,
+            lambda: _compile(tail, _layer_files(work, "torch"), platform, spec.python),
+        )
         torch_text = _layer_files(work, "torch").read_text(encoding="utf-8")
         torch_pins = _pins(torch_text)
         # stack layer: the torch layer pinned and sourced from the torch index (explicit)
         stack_reqs = matrix.stack_for(spec)
         (work / "stack").mkdir()
         (work / "stack" / "pyproject.toml").write_text(
-            _stack_project(spec, torch_pins, stack_reqs, torch_index, stack_index, editables), encoding="utf-8")
-        (work / "conda-constraints.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())),
-                                                    encoding="utf-8")
-        _run_layer("stack", stack_index, lambda: _compile(
-            ["--default-index", stack_index.url, "--constraint", str(work / "conda-constraints.txt"),
-             str(work / "stack" / "pyproject.toml")], _layer_files(work, "stack"), platform, spec.python))
-        stack_text = _keep_packages(_layer_files(work, "stack").read_text(encoding="utf-8"),
-                                    set(torch_pins) | set(conda_pins) | set(editables))
+            _stack_project(spec, torch_pins, stack_reqs, torch_index, stack_index, editables),
+            encoding="utf-8",
+        )
+        (work / "conda-constraints.txt").write_text(
+            "".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())), encoding="utf-8"
+        )
+        _run_layer(
+            "stack",
+            stack_index,
+            lambda: _compile(
+                [
+                    "--default-index",
+                    stack_index.url,
+                    "--constraint",
+                    str(work / "conda-constraints.txt"),
+                    str(work / "stack" / "pyproject.toml"),
+                ],
+                _layer_files(work, "stack"),
+                platform,
+                spec.python,
+            ),
+        )
+        stack_text = _keep_packages(
+            _layer_files(work, "stack").read_text(encoding="utf-8"),
+            set(torch_pins) | set(conda_pins) | set(editables),
+        )
         texts["torch"] = torch_text
         texts["stack"] = stack_text
         if spec.nightly:
             nightly_index = matrix.indexes[spec.nightly.index]
-            (work / "nightly.in").write_text("\n".join(spec.nightly.packages) + "\n", encoding="utf-8")
-            _run_layer("nightly", nightly_index, lambda: _compile(
-                ["--prerelease=allow", "--index-url", nightly_index.url, str(work / "nightly.in")],
-                _layer_files(work, "nightly"), platform, spec.python))
+            (work / "nightly.in").write_text(
+                "\n".join(spec.nightly.packages) + "\n", encoding="utf-8"
+            )
+            _run_layer(
+                "nightly",
+                nightly_index,
+                lambda: _compile(
+                    [
+                        "--prerelease=allow",
+                        "--index-url",
+                        nightly_index.url,
+                        str(work / "nightly.in"),
+                    ],
+                    _layer_files(work, "nightly"),
+                    platform,
+                    spec.python,
+                ),
+            )
             nightly_text = _layer_files(work, "nightly").read_text(encoding="utf-8")
             names = {_norm(Requirement(r).name) for r in spec.nightly.packages}
             texts["nightly"] = _keep_packages(nightly_text, set(_pins(nightly_text)) - names)
-    indexes_by_layer = {"torch": torch_index.name, "stack": stack_index.name,
-                        "nightly": spec.nightly.index if spec.nightly else ""}
+    indexes_by_layer = {
+        "torch": torch_index.name,
+        "stack": stack_index.name,
+        "nightly": spec.nightly.index if spec.nightly else "",
+    }
     return {
-        layer: _strip_header_and_tag(text, {"env": spec.name, "platform": platform, "layer": layer,
-                                            "index": indexes_by_layer[layer], "input-hash": digest,
-                                            "format": str(LOCK_FORMAT)}, rewrite)
+        layer: _strip_header_and_tag(
+            text,
+            {
+                "env": spec.name,
+                "platform": platform,
+                "layer": layer,
+                "index": indexes_by_layer[layer],
+                "input-hash": digest,
+                "format": str(LOCK_FORMAT),
+            },
+            rewrite,
+        )
         for layer, text in texts.items()
     }
 
@@ -281,13 +382,24 @@ def _pins(pylock_text: str) -> dict[str, str]:
     return {_norm(p["name"]): str(p["version"]) for p in data.get("packages", [])}
 
 
-def _stack_project(spec: EnvSpec, torch_pins: dict[str, str], stack: list[str],
-                   torch_index: Index, stack_index: Index, editables: dict[str, Path]) -> str:
+def _stack_project(
+    spec: EnvSpec,
+    torch_pins: dict[str, str],
+    stack: list[str],
+    torch_index: Index,
+    stack_index: Index,
+    editables: dict[str, Path],
+) -> str:
     """A throwaway pyproject whose sources pin the torch layer to the torch index (explicit)."""
     deps = [f"{n}=={v}" for n, v in sorted(torch_pins.items())] + stack + sorted(editables)
-    body = ("[project]\nname = \"envlab-stack-lock\"\nversion = \"0\"\n"
-            f"requires-python = \">={spec.python}\"\ndependencies = {json.dumps(deps)}\n")
-    sources = [f'"{n}" = {{ path = {json.dumps(str(p))}, editable = true }}\n' for n, p in sorted(editables.items())]
+    body = (
+        '[project]\nname = "envlab-stack-lock"\nversion = "0"\n'
+        f'requires-python = ">={spec.python}"\ndependencies = {json.dumps(deps)}\n'
+    )
+    sources = [
+        f'"{n}" = {{ path = {json.dumps(str(p))}, editable = true }}\n'
+        for n, p in sorted(editables.items())
+    ]
     if torch_index.url != stack_index.url:
         sources += [f'"{n}" = {{ index = "envlab-torch" }}\n' for n in sorted(torch_pins)]
     if sources:
@@ -314,10 +426,14 @@ def _head(url: str, timeout: float) -> int:
     return 405
 
 
-def check_file(url: str, *, attempts: int = 3, timeout: float = 15.0, backoff: float = 0.5) -> tuple[str, str]:
+def check_file(
+    url: str, *, attempts: int = 3, timeout: float = 15.0, backoff: float = 0.5
+) -> tuple[str, str]:
     """("ok" | "gone" | "network", detail). 404/410 is gone; network errors are retried first."""
     if url.startswith("file://"):
-        return ("ok", "") if Path(url.removeprefix("file://")).exists() else ("gone", "file missing")
+        return (
+            ("ok", "") if Path(url.removeprefix("file://")).exists() else ("gone", "file missing")
+        )
     detail = ""
     for attempt in range(attempts):
         try:
@@ -330,7 +446,7 @@ def check_file(url: str, *, attempts: int = 3, timeout: float = 15.0, backoff: f
             if status in (404, 410):
                 return "gone", f"HTTP {status}"
             detail = f"HTTP {status}"
-        time.sleep(backoff * (2 ** attempt))
+        time.sleep(backoff * (2**attempt))
     return "network", f"{detail} (after {attempts} attempts)"
 
 
@@ -349,18 +465,30 @@ def _diff(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return lines
 
 
-def _targets(matrix: Matrix, envs: list[str] | None, only: list[str] | None) -> list[tuple[EnvSpec, str]]:
+def _targets(
+    matrix: Matrix, envs: list[str] | None, only: list[str] | None
+) -> list[tuple[EnvSpec, str]]:
     specs = [matrix.get(n) for n in envs] if envs else matrix.all()
     for p in only or []:
         if p not in platform_names.KNOWN:
-            raise LockError(f"--platform: expected one of {', '.join(platform_names.KNOWN)}, found {p!r}")
+            raise LockError(
+                f"--platform: expected one of {', '.join(platform_names.KNOWN)}, found {p!r}"
+            )
     return [(s, p) for s in specs for p in s.platforms if not only or p in only]
 
 
-def main(project: Project, matrix: Matrix, *, envs: list[str] | None, check: bool = False, diff: bool = False,
-         verify_urls: bool = False, platforms: list[str] | None = None) -> int:
+def main(
+    project: Project,
+    matrix: Matrix,
+    *,
+    envs: list[str] | None,
+    check: bool = False,
+    diff: bool = False,
+    verify_urls: bool = False,
+    platforms: list[str] | None = None,
+) -> int:
     targets = _targets(matrix, envs, platforms)
-    for spec in ([matrix.get(n) for n in envs] if envs else matrix.all()):
+    for spec in [matrix.get(n) for n in envs] if envs else matrix.all():
         for platform, reason in spec.unsupported.items():
             if not platforms or platform in platforms:
                 log(f"{spec.name} {platform}: skipped: declared unsupported ({reason})")
@@ -384,7 +512,9 @@ def _check(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]])
         if locks is None:
             if not spec.locked:
                 continue
-            log(f"{spec.name} {platform}: no lock (not locked yet, or its index was unreachable when locking)")
+            log(
+                f"{spec.name} {platform}: no lock (not locked yet, or its index was unreachable when locking)"
+            )
             continue
         reason = staleness(matrix, spec, locks, platform)
         if reason:
@@ -404,7 +534,7 @@ def effective_url(url: str, matrix: Matrix) -> str:
     """A locked (declared) URL with any mirror override applied."""
     for index in matrix.indexes.values():
         if index.mirrored and url.startswith(index.declared_url + "/"):
-            return index.url + url[len(index.declared_url):]
+            return index.url + url[len(index.declared_url) :]
     return url
 
 
@@ -424,22 +554,30 @@ def _verify(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]
                     network.append(f"UNKNOWN  {where}: network error: {detail}")
     for line in gone + network:
         print(line)
-    print(f"checked {checked} locked file(s): {len(gone)} gone, {len(network)} unreachable (network), "
-          f"{checked - len(gone) - len(network)} ok")
+    print(
+        f"checked {checked} locked file(s): {len(gone)} gone, {len(network)} unreachable (network), "
+        f"{checked - len(gone) - len(network)} ok"
+    )
     return 1 if gone else (3 if network else 0)
 
 
 def relock(project: Project, matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, list[str]]:
     """Resolve and write ``spec``'s locks for ``platform``; the changes per layer."""
     changes: dict[str, list[str]] = {}
-    conda_lockfile = conda_lock_path(project, spec.name) if conda.environment_file(project.envspecs, spec) else None
+    conda_lockfile = (
+        conda_lock_path(project, spec.name)
+        if conda.environment_file(project.envspecs, spec)
+        else None
+    )
     for layer, text in resolve(matrix, spec, platform, conda_lockfile).items():
         path = lock_path(project, spec.name, platform, layer)
         old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
         changes[layer] = _diff(old, _pins(text))
         atomic_write_text(path, text)
-        log(f"{spec.name} {platform} {layer}: {len(_pins(text))} package(s) locked in {path.relative_to(project.root)}"
-            + (f" ({len(changes[layer])} change(s))" if old and changes[layer] else ""))
+        log(
+            f"{spec.name} {platform} {layer}: {len(_pins(text))} package(s) locked in {path.relative_to(project.root)}"
+            + (f" ({len(changes[layer])} change(s))" if old and changes[layer] else "")
+        )
     return changes
 
 
@@ -448,7 +586,9 @@ def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], 
     conda_done: dict[str, str | None] = {}  # env -> why its conda base could not be locked
     for spec, platform in targets:
         if not spec.locked:
-            log(f"{spec.name} {platform}: not locked by design (locked = false: resolved at build time)")
+            log(
+                f"{spec.name} {platform}: not locked by design (locked = false: resolved at build time)"
+            )
             continue
         environment = conda.environment_file(project.envspecs, spec)
         if environment is not None and spec.name not in conda_done:
@@ -460,7 +600,9 @@ def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], 
                     conda.find_executable()
             except (conda.CondaUnavailable, LockError) as exc:
                 conda_done[spec.name] = str(exc)
-                unavailable = isinstance(exc, conda.CondaUnavailable) or str(exc).startswith("unavailable")
+                unavailable = isinstance(exc, conda.CondaUnavailable) or str(exc).startswith(
+                    "unavailable"
+                )
                 failures += not unavailable
                 problems += 1
                 line = f"{spec.name}: {'unavailable: ' if isinstance(exc, conda.CondaUnavailable) else ''}{exc}"
@@ -485,11 +627,15 @@ def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], 
             path = lock_path(project, spec.name, platform, layer)
             old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
             changes = _diff(old, _pins(text))
-            print(f"{spec.name} {platform} {layer}: " + (f"{len(changes)} change(s)" if changes else "no change"))
+            print(
+                f"{spec.name} {platform} {layer}: "
+                + (f"{len(changes)} change(s)" if changes else "no change")
+            )
             for line in changes:
                 print(line)
     if problems:
-        print(f"{problems} env/platform lock(s) could not be resolved (see above); the others were "
-              + ("checked" if not write else "written"))
+        print(
+            f"{problems} env/platform lock(s) could not be resolved (see above); the others were "
+            + ("checked" if not write else "written")
+        )
     return 1 if failures else 0
-

@@ -17,8 +17,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from envlab.archcompat import Arch, Capability
 from envlab.errors import UserError
+from envlab.verify.archcompat import Arch, Capability
 
 OsFamily = Literal["linux", "windows"]
 _DRIVER = re.compile(r"^\d+\.\d+(\.\d+)?$")
@@ -267,5 +267,5 @@ def load(path: Path | None = None) -> Knowledge:
 
 @functools.cache
 def _packaged() -> Knowledge:
-    text = resources.files("envlab").joinpath("data/knowledge.toml").read_text(encoding="utf-8")
+    text = resources.files("envlab.hardware").joinpath("knowledge.toml").read_text(encoding="utf-8")
     return parse(text, "envlab/data/knowledge.toml")

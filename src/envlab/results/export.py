@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from envlab.fsutil import atomic_write_text
-from envlab.history import History
+from envlab.results.history import History
 
 RESULTS_SQL = """
 SELECT r.run_id, r.host_id, r.env, r.created, r.outcome, r.reason, r.gpu, r.driver, r.spec_hash,

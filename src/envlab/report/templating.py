@@ -16,7 +16,7 @@ def md_cell(value: object) -> str:
 @cache
 def environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("envlab", "templates"),
+        loader=PackageLoader("envlab.report", "templates"),
         autoescape=select_autoescape(["html", "html.j2"], default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
