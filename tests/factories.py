@@ -20,8 +20,8 @@ from envlab.results.schema import (
     Host,
     LayerRecord,
     Result,
-    Store,
 )
+from envlab.results.store import Store
 
 CATEGORIES = (
     "imports",

@@ -161,9 +161,9 @@ def test_program_crash_keeps_partial_records_and_says_where(tmp_path: Path) -> N
 def test_program_without_output_is_an_error(tmp_path: Path) -> None:
     repo = _fake_repo(tmp_path, "print('nothing')\n")
     with pytest.raises(bench.BenchmarkError, match="wrote no"):
-        bench.run_benchmarks(Path(sys.executable), repo, "quick", tmp_path / "out", CPU)
+        bench.run_benchmark_program(Path(sys.executable), repo, "quick", tmp_path / "out", CPU)
     with pytest.raises(UserError, match="mode"):
-        bench.run_benchmarks(Path(sys.executable), repo, "fast", tmp_path / "out", CPU)
+        bench.run_benchmark_program(Path(sys.executable), repo, "fast", tmp_path / "out", CPU)
 
 
 def test_env_without_torch_reports_instead_of_crashing(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_env_without_torch_reports_instead_of_crashing(tmp_path: Path) -> None:
         pass
     else:
         pytest.skip("envlab's own interpreter has torch; this test needs one without")
-    out = bench.run_benchmarks(Path(sys.executable), ROOT, "quick", tmp_path, CPU)
+    out = bench.run_benchmark_program(Path(sys.executable), ROOT, "quick", tmp_path, CPU).benchmarks
     assert [b.name for b in out] == ["benchmark_run"]
     assert "import torch failed" in (out[0].error or "")
 

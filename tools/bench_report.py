@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 import factories as f
 
 from envlab.report import regress, render
-from envlab.results.schema import Store
+from envlab.results.store import Store
 
 ENVS = ("stable", "latest", "nightly", "cpu", "legacy")
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from envlab import pipeline
 from envlab.errors import UserError
 from envlab.log import log
+from envlab.outcome import Outcome
 from envlab.project import Project
 from envlab.results.schema import Host, Result, new_run_id
+from envlab.run.bench import BenchMode
 from envlab.spec.envspec import Matrix
-
-BENCH_MODES = ("quick", "default", "full")
 
 
 def _host(project: Project, matrix: Matrix) -> Host:
@@ -76,15 +76,13 @@ def _run_envs(
     elapsed: dict[str, float] = {}
     for name in names:
         start = time.monotonic()
-        result = pipeline.run_env(project, matrix, matrix.get(name), run_id, host, options)
+        result = pipeline.run_env(project, matrix, name, run_id, host, options)
         pipeline.write(project, result)
         elapsed[name] = time.monotonic() - start
         results.append(result)
     for name in others or []:
         start = time.monotonic()
-        result = pipeline.availability(
-            project, matrix, matrix.get(name), run_id, host, options.platform
-        )
+        result = pipeline.availability(project, matrix, name, run_id, host)
         if result is None:
             log(f"{name}: reachable but opt-in: not run (nox -s test-{name}, or matrix -- --all)")
             continue
@@ -101,7 +99,6 @@ def _options(args: argparse.Namespace) -> pipeline.Options:
         force=getattr(args, "force", False),
         compat=not getattr(args, "no_compat", False),
         bench=getattr(args, "bench", None),
-        platform=None,
         relock=getattr(args, "relock", False),
         compat_args=shlex.split(getattr(args, "pytest_args", "") or ""),
     )
@@ -144,8 +141,8 @@ def cmd_test(project: Project, args: argparse.Namespace) -> int:
     results = _run_envs(
         project, matrix, args.envs, _options(args), _run_id(), _host(project, matrix)
     )
-    bad = [r for r in results if r.outcome not in ("built",) or pipeline.compat_failed(r.compat)]
-    if len(results) == 1 and results[0].outcome in ("unavailable", "build-failed"):
+    bad = [r for r in results if r.outcome is not Outcome.BUILT or pipeline.compat_failed(r.compat)]
+    if len(results) == 1 and not results[0].outcome.has_env:
         raise UserError(f"{results[0].env}: {results[0].outcome}: {results[0].reason}")
     return 1 if bad else 0
 
@@ -153,7 +150,9 @@ def cmd_test(project: Project, args: argparse.Namespace) -> int:
 def cmd_matrix(project: Project, args: argparse.Namespace) -> int:
     """The default envs (or named ones, or --all) end to end, the rest checked for availability, then the report."""
     matrix = Matrix(project.envspecs)
-    selected = [s.name for s in (matrix.all() if args.all else matrix.select(args.envs))]
+    for name in args.envs:
+        matrix.get(name)  # an env named on the command line must exist and be valid
+    selected = matrix.names if args.all else args.envs or matrix.default_names()
     others = [] if args.envs else [n for n in matrix.names if n not in selected]
     results = _run_envs(
         project, matrix, selected, _options(args), _run_id(), _host(project, matrix), others
@@ -164,18 +163,18 @@ def cmd_matrix(project: Project, args: argparse.Namespace) -> int:
         code = render.main(project.runs, project.reports / "latest", project.history_db)
         if code:
             return code
-    if args.strict and any(r.outcome != "built" for r in results):
+    if args.strict and any(r.outcome is not Outcome.BUILT for r in results):
         return 1
     return 0
 
 
 def cmd_bench(project: Project, args: argparse.Namespace) -> int:
     matrix = Matrix(project.envspecs)
-    spec = matrix.get(args.env)
-    options = pipeline.Options(force=args.force, compat=False, bench=args.mode)
-    result = pipeline.run_env(project, matrix, spec, _run_id(), _host(project, matrix), options)
+    matrix.get(args.env)  # unknown or malformed: fail before anything is built
+    options = pipeline.Options(force=args.force, compat=False, bench=BenchMode(args.mode))
+    result = pipeline.run_env(project, matrix, args.env, _run_id(), _host(project, matrix), options)
     pipeline.write(project, result)
-    if result.outcome in ("unavailable", "build-failed"):
+    if not result.outcome.has_env:
         raise UserError(f"{result.env}: {result.outcome}: {result.reason}")
     for b in result.benchmarks:
         peak = (
@@ -205,7 +204,7 @@ def cmd_test_host(project: Project, args: argparse.Namespace) -> int:
     )
     pipeline.write(project, result)
     print(_table([result], {}), file=sys.stderr)
-    return 1 if result.outcome == "verify-failed" or pipeline.compat_failed(result.compat) else 0
+    return 1 if result.outcome.failed or pipeline.compat_failed(result.compat) else 0
 
 
 def cmd_report(project: Project, args: argparse.Namespace) -> int:
@@ -270,7 +269,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="build, verify and run the compat suite in envs")
     p.add_argument("envs", nargs="+", metavar="ENV")
     p.add_argument("--force", action="store_true", help="rebuild even if the inputs are unchanged")
-    p.add_argument("--bench", choices=BENCH_MODES, help="also run the benchmarks in this mode")
+    p.add_argument(
+        "--bench",
+        choices=list(BenchMode),
+        type=BenchMode,
+        help="also run the benchmarks in this mode",
+    )
     p.add_argument("--no-compat", action="store_true", help="build and verify only")
     p.add_argument(
         "--relock", action="store_true", help="relock a stale (or missing) lock before building"
@@ -289,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("envs", nargs="*", metavar="ENV")
     p.add_argument("--all", action="store_true", help="build every env, not only the defaults")
     p.add_argument("--force", action="store_true")
-    p.add_argument("--bench", choices=BENCH_MODES)
+    p.add_argument("--bench", choices=list(BenchMode), type=BenchMode)
     p.add_argument("--no-report", action="store_true")
     p.add_argument(
         "--strict", action="store_true", help="exit 1 unless every env built and verified"

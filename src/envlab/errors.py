@@ -1,32 +1,81 @@
-"""Typed errors. A subclass of :class:`UserError` is printed as one line; anything else is a bug."""
+"""Typed errors. A subclass of :class:`UserError` is printed as one line; anything else is a bug.
+
+An error that stops one env carries the :class:`~envlab.outcome.Outcome` that env ends with
+(``Unavailable``, ``BuildFailed``, ``SpecError`` families); the pipeline records ``exc.outcome``
+and never reads an outcome out of a message.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+from envlab.outcome import Outcome
 
 
 class UserError(Exception):
     """An error caused by input or environment; the CLI prints it as one line and exits non-zero."""
 
     exit_code = 2
+    outcome: ClassVar[Outcome | None] = None  # what an env stopped by this error ends as
 
 
-class SpecError(UserError):
-    """An envspec or indexes file is malformed."""
+# --------------------------------------------------------------------------- unavailable here
 
 
-class UnknownEnvError(UserError):
-    """A requested env name does not exist in envspecs/."""
+class Unavailable(UserError):
+    """The env cannot be built on this machine; nothing is wrong with the env itself."""
+
+    outcome = Outcome.UNAVAILABLE
 
 
-class InterpreterNotFound(UserError):
-    """The requested Python version is not installed anywhere envlab looks."""
-
-
-class IndexUnavailable(UserError):
+class IndexUnavailable(Unavailable):
     """A package index could not be reached (or does not serve the requested package)."""
 
     def __init__(self, index: str, url: str, detail: str, hint: str) -> None:
         self.index, self.url, self.detail, self.hint = index, url, detail, hint
         super().__init__(f"index {index!r} unreachable ({url}): {detail}; {hint}")
+
+
+class InterpreterNotFound(Unavailable):
+    """The requested Python version is not installed anywhere envlab looks."""
+
+
+class UnsupportedPlatform(Unavailable):
+    """The env declares this platform unsupported (or does not list it)."""
+
+
+class CondaUnavailable(Unavailable):
+    """No conda/micromamba executable: conda-based envs cannot be locked or built here."""
+
+
+class LockUnavailable(Unavailable):
+    """A lock cannot be made or used here (its index is unreachable, a conda base is not locked)."""
+
+
+# --------------------------------------------------------------------------- the build failed
+
+
+class BuildFailed(UserError):
+    """The env was attempted and could not be built as declared."""
+
+    outcome = Outcome.BUILD_FAILED
+
+
+class LockError(BuildFailed):
+    """A lockfile is missing, stale, malformed or does not match what is installed."""
+
+
+# --------------------------------------------------------------------------- input
+
+
+class SpecError(UserError):
+    """An envspec or indexes file is malformed."""
+
+    outcome = Outcome.INVALID_SPEC
+
+
+class UnknownEnvError(UserError):
+    """A requested env name does not exist in envspecs/."""
 
 
 class CommandError(UserError):
@@ -38,13 +87,14 @@ class CommandError(UserError):
         super().__init__(f"command failed with exit code {returncode}: {argv[0]} ... ({tail})")
 
 
-class ResolutionError(UserError):
-    """A layer could not be resolved; names the package that caused it where known."""
-
-
 class ResultError(UserError):
     """A result document is corrupt, foreign, or of an unsupported schema version."""
 
 
-class LockError(UserError):
-    """A lockfile is missing, stale or does not match what is installed."""
+def stopped(outcome: Outcome, message: str) -> UserError:
+    """The error that ends an env with ``outcome`` (for a failure explained from a tool's output)."""
+    kinds: dict[Outcome, type[UserError]] = {
+        Outcome.UNAVAILABLE: Unavailable,
+        Outcome.BUILD_FAILED: BuildFailed,
+    }
+    return kinds[outcome](message)

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envlab.build import conda, layers, lock
-from envlab.errors import IndexUnavailable, InterpreterNotFound, LockError, UserError
+from envlab.errors import LockError, LockUnavailable, UserError
 from envlab.log import log
+from envlab.outcome import Outcome
 from envlab.proc import run
 from envlab.project import Project
-from envlab.results.schema import Benchmark, BuildRecord, CompatRun, Host, Result, Store, now_iso
-from envlab.run import compat
+from envlab.results.schema import BuildRecord, CompatRun, Host, Result, now_iso
+from envlab.results.store import Store
+from envlab.run import bench, compat
+from envlab.run.bench import BenchMode
 from envlab.spec import platforms
 from envlab.spec.envspec import EnvSpec, Matrix
 from envlab.spec.indexes import probe as probe_index
@@ -26,9 +29,8 @@ PROBE = Path(probe.__file__)
 class Options:
     force: bool = False
     compat: bool = True
-    bench: str | None = None  # None | quick | default | full
+    bench: BenchMode | None = None
     compat_args: list[str] = field(default_factory=list)
-    platform: str | None = None
     relock: bool = False
 
 
@@ -44,87 +46,78 @@ def probe_env(python: Path) -> dict:
 
 
 def _result(
-    spec: EnvSpec,
+    env: str,
+    spec: EnvSpec | None,
     run_id: str,
     host: Host,
-    outcome: str,
+    outcome: Outcome,
     reason: str | None,
     record: BuildRecord | None = None,
 ) -> Result:
     return Result(
-        schema_version=1,
         run_id=run_id,
         created=now_iso(),
-        env=spec.name,
-        spec_hash=spec.spec_hash,
-        description=spec.description,
-        tags=list(spec.tags),
+        env=env,
+        spec_hash=spec.spec_hash if spec else "",
+        description=spec.description if spec else "",
+        tags=list(spec.tags) if spec else [],
         host=host,
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         reason=reason,
         build=record or BuildRecord(),
     )
 
 
+def _stopped(matrix: Matrix, name: str, run_id: str, host: Host, exc: UserError) -> Result:
+    """The result of an env stopped by an error that carries its outcome (the one mapping)."""
+    if exc.outcome is None:
+        raise exc  # not an env-level failure: the command fails
+    log(f"{name}: {exc.outcome}: {exc}")
+    spec = None if exc.outcome is Outcome.INVALID_SPEC else matrix.get(name)
+    return _result(name, spec, run_id, host, exc.outcome, str(exc))
+
+
 def availability(
-    project: Project,
-    matrix: Matrix,
-    spec: EnvSpec,
-    run_id: str,
-    host: Host,
-    platform: str | None = None,
+    project: Project, matrix: Matrix, name: str, run_id: str, host: Host
 ) -> Result | None:
-    """For an env that is not selected: an ``unavailable`` result if it could not be built here, else None."""
+    """For an env that is not selected: why it cannot be built here (as a result), or None."""
     try:
+        spec = matrix.get(name)
         conda_base = _conda_base(project, spec)
-        p = layers.plan(matrix, spec, project.envs, platform, conda_base=conda_base)
+        p = layers.plan(matrix, spec, project.envs, conda_base=conda_base)
         for index, package in p.indexes():
             probe_index(index, package, attempts=1)
-    except (
-        IndexUnavailable,
-        InterpreterNotFound,
-        layers.UnsupportedPlatform,
-        conda.CondaUnavailable,
-    ) as exc:
-        log(f"{spec.name}: unavailable: {exc}")
-        return _result(spec, run_id, host, "unavailable", str(exc))
-    except LockError as exc:
-        log(f"{spec.name}: {exc}")
-        return _result(spec, run_id, host, "unavailable", str(exc).removeprefix("unavailable: "))
+    except UserError as exc:
+        return _stopped(matrix, name, run_id, host, exc)
     return None
 
 
 def run_env(
-    project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host, options: Options
+    project: Project, matrix: Matrix, name: str, run_id: str, host: Host, options: Options
 ) -> Result:
     """Build, verify, test (and benchmark) one env; the outcome is in the result, never raised."""
+    try:
+        return _run_env(project, matrix, matrix.get(name), run_id, host, options)
+    except UserError as exc:
+        return _stopped(matrix, name, run_id, host, exc)
+
+
+def _run_env(
+    project: Project, matrix: Matrix, spec: EnvSpec, run_id: str, host: Host, options: Options
+) -> Result:
     started = time.monotonic()
     log(f"== {spec.name}: {spec.description}")
-    try:
-        locks = _locks_for(project, matrix, spec, options)
-        conda_base = _conda_base(project, spec)
-    except LockError as exc:
-        log(f"{spec.name}: {exc}")
-        outcome = "unavailable" if str(exc).startswith("unavailable") else "build-failed"
-        return _result(spec, run_id, host, outcome, str(exc))
-    except conda.CondaUnavailable as exc:
-        log(f"{spec.name}: unavailable: {exc}")
-        return _result(spec, run_id, host, "unavailable", str(exc))
-    try:
-        p = layers.plan(
-            matrix,
-            spec,
-            project.envs,
-            options.platform,
-            locks={layer: lk.path for layer, lk in (locks or {}).items()},
-            conda_base=conda_base,
-        )
-    except (InterpreterNotFound, layers.UnsupportedPlatform) as exc:
-        log(f"{spec.name}: unavailable: {exc}")
-        return _result(spec, run_id, host, "unavailable", str(exc))
+    locks = _locks_for(project, matrix, spec, options)
+    p = layers.plan(
+        matrix,
+        spec,
+        project.envs,
+        locks={layer: lk.path for layer, lk in (locks or {}).items()},
+        conda_base=_conda_base(project, spec),
+    )
     built = layers.build(p, force=options.force)
-    if built.outcome != "built" or built.python is None:
-        return _result(spec, run_id, host, built.outcome, built.reason, built.record)
+    if built.outcome is not Outcome.BUILT or built.python is None:
+        return _result(spec.name, spec, run_id, host, built.outcome, built.reason, built.record)
     facts = layers.cached_facts(p.env_dir) if built.record.reused else None
     if facts is None:
         if built.record.reused:
@@ -137,14 +130,14 @@ def run_env(
         locked = {name: version for lk in locks.values() for name, version in lk.packages.items()}
         checks.append(expectations.matches_lock(facts, locked))
     failed = expectations.failures(checks)
-    outcome = "verify-failed" if failed else "built"
+    outcome = Outcome.VERIFY_FAILED if failed else Outcome.BUILT
     reason = expectations.summary(checks) if failed else None
     log(
         f"{spec.name}: verify: {len(checks) - len(failed)}/{len(checks)} expectations hold"
         + (f"; FAILED: {reason}" if failed else "")
         + f" (ready after {time.monotonic() - started:.1f}s)"
     )
-    result = _result(spec, run_id, host, outcome, reason, built.record)
+    result = _result(spec.name, spec, run_id, host, outcome, reason, built.record)
     result.checks = checks
     result.facts = facts
     if options.compat:
@@ -155,7 +148,9 @@ def run_env(
             extra_args=options.compat_args,
         )
     if options.bench:
-        result.benchmarks = run_benchmarks(project, built.python, options.bench, built.record)
+        result.benchmarks = bench.run_benchmarks(
+            built.python, project.root, options.bench, project.work, build_record=built.record
+        )
     return result
 
 
@@ -165,7 +160,7 @@ def _locks_for(
     """The env's committed locks for this platform (relocked first if asked); stale locks refuse."""
     if not spec.locked:
         return None
-    platform = options.platform or platforms.current()
+    platform = platforms.current()
     if platform not in spec.platforms:
         return None
     if options.relock:
@@ -188,19 +183,11 @@ def _conda_base(project: Project, spec: EnvSpec) -> layers.CondaBase | None:
     conda.find_executable()
     lockfile = lock.conda_lock_path(project, spec.name)
     if not lockfile.exists():
-        raise LockError(
-            f"unavailable: {spec.name}'s conda base is not locked ({lockfile.relative_to(project.root)} "
+        raise LockUnavailable(
+            f"{spec.name}'s conda base is not locked ({lockfile.relative_to(project.root)} "
             "is missing): run `nox -s lock` on a machine with conda or micromamba"
         )
     return layers.CondaBase(environment, lockfile)
-
-
-def run_benchmarks(
-    project: Project, python: Path, mode: str, record: BuildRecord | None
-) -> list[Benchmark]:
-    from envlab.run import bench
-
-    return bench.run_benchmarks(python, project.root, mode, project.work, build_record=record)
 
 
 def test_host(
@@ -219,7 +206,6 @@ def test_host(
     checks = expectations.check(spec, facts) if spec else []
     failed = expectations.failures(checks)
     result = Result(
-        schema_version=1,
         run_id=run_id,
         created=now_iso(),
         env=name,
@@ -227,7 +213,7 @@ def test_host(
         description=f"existing interpreter {python}",
         tags=["external"],
         host=host,
-        outcome="verify-failed" if failed else "external",
+        outcome=Outcome.VERIFY_FAILED if failed else Outcome.EXTERNAL,
         reason=expectations.summary(checks) if failed else None,
         build=BuildRecord(interpreter=str(python)),
         checks=checks,

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from envlab.errors import LockError, UserError
+from envlab.errors import CondaUnavailable, LockError
 from envlab.spec.envspec import EnvSpec
 
 EXECUTABLES = ("micromamba", "mamba", "conda")
@@ -23,10 +23,6 @@ GET_ONE = (
 )
 # Minimum glibc declared for linux-64 locks: the manylinux_2_28 baseline of current torch wheels.
 LINUX_GLIBC = "2.28"
-
-
-class CondaUnavailable(UserError):
-    """No conda executable: conda envs cannot be locked or built here."""
 
 
 @dataclass(frozen=True)

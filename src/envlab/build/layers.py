@@ -27,9 +27,16 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from envlab.build import conda, interpreters
-from envlab.errors import CommandError, IndexUnavailable, UserError
+from envlab.errors import (
+    CommandError,
+    CondaUnavailable,
+    IndexUnavailable,
+    UnsupportedPlatform,
+    UserError,
+)
 from envlab.fsutil import atomic_write_json, stable_hash
 from envlab.log import log
+from envlab.outcome import LayerStatus, Outcome
 from envlab.proc import run
 from envlab.results.schema import BuildRecord, Command, LayerRecord
 from envlab.spec import indexes, platforms
@@ -60,10 +67,6 @@ UNSET_FOR_UV = (
 )
 # Packages of the torch layer that are tied to the torch build and must not move in later layers.
 _BUILD_COUPLED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton.*|nvidia-.*)$")
-
-
-class UnsupportedPlatform(UserError):
-    """The env declares this platform unsupported (or does not list it)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ class BuildPlan:
 
 @dataclass
 class BuildResult:
-    outcome: str  # built | unavailable | build-failed
+    outcome: Outcome
     record: BuildRecord
     reason: str | None = None
     python: Path | None = None
@@ -303,34 +306,36 @@ _NETWORK = re.compile(
 )
 
 
-def explain_failure(layer: LayerPlan, output: str) -> tuple[str, str]:
+def explain_failure(layer: LayerPlan, output: str) -> tuple[Outcome, str]:
     """(outcome, one-line reason) for a failed layer command."""
     index = layer.index
     where = f"index {index.name!r} ({index.url})" if index else "no index"
     if _HASH.search(output):
         line = next((ln.strip() for ln in output.splitlines() if _HASH.search(ln)), "hash mismatch")
         return (
-            "build-failed",
+            Outcome.BUILD_FAILED,
             f"{layer.name} layer: a downloaded file does not match its locked hash, install refused ({line})",
         )
     if _NETWORK.search(output):
         hint = index.hint() if index else ""
-        return "unavailable", f"{layer.name} layer: {where} unreachable; {hint}"
+        return Outcome.UNAVAILABLE, f"{layer.name} layer: {where} unreachable; {hint}"
     conflict = _CONFLICT.search(output)
     if conflict and layer.name != "torch":
-        return "build-failed", (
+        return Outcome.BUILD_FAILED, (
             f"{layer.name} layer: {conflict.group(1)} requires {conflict.group(2)}, "
             "which conflicts with the installed torch layer (torch is a layer, never a transitive dependency)"
         )
     missing = _MISSING.search(output)
     if missing:
-        outcome = "unavailable" if layer.name in ("torch", "nightly") else "build-failed"
+        outcome = (
+            Outcome.UNAVAILABLE if layer.name in ("torch", "nightly") else Outcome.BUILD_FAILED
+        )
         return (
             outcome,
             f"{layer.name} layer: wheel missing: {missing.group(1)} is not served by {where}",
         )
     last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "no output")
-    return "build-failed", f"{layer.name} layer failed: {last}"
+    return Outcome.BUILD_FAILED, f"{layer.name} layer failed: {last}"
 
 
 def _locked_argv(
@@ -376,7 +381,7 @@ def build(
         if record is not None:
             log(f"{spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
             return BuildResult(
-                "built",
+                Outcome.BUILT,
                 record,
                 python=env_python(p.env_dir),
                 layer_packages=read_marker(p.env_dir).get("layer_packages", {}),
@@ -400,7 +405,7 @@ def build(
                 indexes.probe(index, package)
             except IndexUnavailable as exc:
                 log(f"{spec.name}: unavailable: {exc}")
-                return BuildResult("unavailable", record, reason=str(exc))
+                return BuildResult(Outcome.UNAVAILABLE, record, reason=str(exc))
     started = time.monotonic()
     parent = p.env_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +419,7 @@ def build(
     complete = False
     try:
         result = _build_layers(p, target, record, on_layer)
-        if result.outcome != "built":
+        if result.outcome is not Outcome.BUILT:
             return result
         record.duration_s = round(time.monotonic() - started, 2)
         atomic_write_json(
@@ -444,8 +449,8 @@ def _build_layers(
     t0 = time.monotonic()
     try:
         argv, base = _base_layer(p, partial)
-    except conda.CondaUnavailable as exc:
-        return BuildResult("unavailable", record, reason=f"base layer: {exc}")
+    except CondaUnavailable as exc:
+        return BuildResult(Outcome.UNAVAILABLE, record, reason=f"base layer: {exc}")
     record.layers.append(base)
     try:
         done = run(argv, unset=UNSET_FOR_UV, stream=p.conda is not None)
@@ -453,8 +458,8 @@ def _build_layers(
             Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
         )
     except CommandError as exc:
-        base.outcome, base.message = "failed", str(exc)
-        return BuildResult("build-failed", record, reason=f"base layer: {exc}")
+        base.outcome, base.message = LayerStatus.FAILED, str(exc)
+        return BuildResult(Outcome.BUILD_FAILED, record, reason=f"base layer: {exc}")
     base.duration_s = round(time.monotonic() - t0, 2)
     python = env_python(partial)
     before: dict[str, str] = {}
@@ -472,7 +477,7 @@ def _build_layers(
         )
         record.layers.append(lr)
         if not layer.requirements:
-            lr.outcome = "skipped"
+            lr.outcome = LayerStatus.SKIPPED
             continue
         t0 = time.monotonic()
         source = (
@@ -499,7 +504,7 @@ def _build_layers(
                 )
             )
             outcome, reason = explain_failure(layer, exc.output)
-            lr.outcome = "unavailable" if outcome == "unavailable" else "failed"
+            lr.outcome = LayerStatus.for_outcome(outcome)
             lr.message = reason
             lr.duration_s = round(time.monotonic() - t0, 2)
             log(f"{spec.name}: {outcome}: {reason}")
@@ -516,10 +521,10 @@ def _build_layers(
                 )
             except CommandError as exc:
                 lr.outcome, lr.message = (
-                    "failed",
+                    LayerStatus.FAILED,
                     f"{layer.name} layer: editable install failed: {exc}",
                 )
-                return BuildResult("build-failed", record, reason=lr.message)
+                return BuildResult(Outcome.BUILD_FAILED, record, reason=lr.message)
         after = installed(python)
         changed = {n: v for n, v in after.items() if before.get(n) != v}
         layer_packages[layer.name] = changed
@@ -531,7 +536,7 @@ def _build_layers(
             constraints = partial / "envlab-torch-constraints.txt"
             constraints.write_text(_constraints(after), encoding="utf-8")
         before = after
-    return BuildResult("built", record, layer_packages=layer_packages)
+    return BuildResult(Outcome.BUILT, record, layer_packages=layer_packages)
 
 
 def _base_layer(p: BuildPlan, target: Path) -> tuple[list[str], LayerRecord]:

@@ -29,14 +29,14 @@ from envlab.build import conda
 from envlab.build.layers import (
     UNSET_FOR_UV,
     LayerPlan,
-    UnsupportedPlatform,
     _uv,
     check_platform,
     explain_failure,
 )
-from envlab.errors import CommandError, LockError
+from envlab.errors import BuildFailed, CommandError, LockError, Unavailable, stopped
 from envlab.fsutil import atomic_write_text, read_toml, stable_hash
 from envlab.log import log
+from envlab.outcome import Outcome
 from envlab.proc import run
 from envlab.project import Project
 from envlab.spec import platforms as platform_names
@@ -117,9 +117,7 @@ def lock_conda_base(project: Project, spec: EnvSpec, environment: Path) -> Path:
         try:
             run(conda.lock_argv(spec, environment, staged, exe, vpkg), stream=True)
         except CommandError as exc:
-            raise LockError(
-                f"build-failed: conda-lock failed for {spec.name} (exit {exc.returncode})"
-            ) from None
+            raise LockError(f"conda-lock failed for {spec.name} (exit {exc.returncode})") from None
         problems = [
             p
             for platform in conda.conda_platforms(spec)
@@ -127,7 +125,7 @@ def lock_conda_base(project: Project, spec: EnvSpec, environment: Path) -> Path:
         ]
         if problems:
             raise LockError(
-                f"build-failed: {spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}"
+                f"{spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}"
             )
         atomic_write_text(target, staged.read_text(encoding="utf-8"))
     log(f"{spec.name}: conda base locked in {target.relative_to(project.root)}")
@@ -374,7 +372,7 @@ def _run_layer(layer: str, index: Index, action) -> None:
         action()
     except CommandError as exc:
         outcome, reason = explain_failure(LayerPlan(layer, [], index), exc.output)
-        raise LockError(f"{outcome}: {reason}") from None
+        raise stopped(outcome, reason) from None
 
 
 def _pins(pylock_text: str) -> dict[str, str]:
@@ -598,14 +596,11 @@ def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], 
                     lock_conda_base(project, spec, environment)
                 else:
                     conda.find_executable()
-            except (conda.CondaUnavailable, LockError) as exc:
+            except (Unavailable, BuildFailed) as exc:
                 conda_done[spec.name] = str(exc)
-                unavailable = isinstance(exc, conda.CondaUnavailable) or str(exc).startswith(
-                    "unavailable"
-                )
-                failures += not unavailable
+                failures += exc.outcome is not Outcome.UNAVAILABLE
                 problems += 1
-                line = f"{spec.name}: {'unavailable: ' if isinstance(exc, conda.CondaUnavailable) else ''}{exc}"
+                line = f"{spec.name}: {exc.outcome}: {exc}"
                 log(line)
                 print(line)
         if conda_done.get(spec.name):
@@ -617,11 +612,11 @@ def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], 
                 continue
             conda_lockfile = conda_lock_path(project, spec.name) if environment else None
             texts = resolve(matrix, spec, platform, conda_lockfile)
-        except (LockError, UnsupportedPlatform) as exc:
+        except (Unavailable, BuildFailed) as exc:
             problems += 1
-            failures += not str(exc).startswith("unavailable")
-            log(f"{spec.name} {platform}: {exc}")
-            print(f"{spec.name} {platform}: {exc}")
+            failures += exc.outcome is not Outcome.UNAVAILABLE
+            log(f"{spec.name} {platform}: {exc.outcome}: {exc}")
+            print(f"{spec.name} {platform}: {exc.outcome}: {exc}")
             continue
         for layer, text in texts.items():
             path = lock_path(project, spec.name, platform, layer)

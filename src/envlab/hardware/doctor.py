@@ -296,7 +296,7 @@ def doctor_json(
     """The doctor's findings as JSON: the host, one entry per env, CPU notes."""
     host = host or detect.detect_host()
     facts = knowledge.load()
-    specs = matrix.all()
+    specs = matrix.valid()
     builds = {s.name: infer_build(s, host.platform, facts, arch_flags) for s in specs}
     verdicts = {s.name: _env_findings(s, builds[s.name], host, facts) for s in specs}
     envs = []

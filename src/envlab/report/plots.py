@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from envlab.outcome import Outcome
+
 # Colour-blind friendly enough: green/red differ in lightness too; skips are neutral grey.
 COLOURS = {
     "pass": "#4caf50",
@@ -24,9 +26,9 @@ COLOURS = {
     "fail": "#e53935",
     "skip": "#cfd8dc",
     "none": "#ffffff",
-    "unavailable": "#90a4ae",
-    "build-failed": "#ff9800",
-    "verify-failed": "#ff9800",
+    # an env that did not build spans its row, coloured by its outcome's tone
+    "env-muted": "#90a4ae",
+    "env-fail": "#ff9800",
 }
 DPI = 110
 
@@ -41,7 +43,7 @@ class Cell:
 @dataclass(frozen=True)
 class MatrixRow:
     label: str
-    outcome: str
+    outcome: Outcome
     reason: str | None
     cells: dict[str, Cell] = field(default_factory=dict)
 
@@ -118,16 +120,16 @@ def compat_matrix(rows: list[MatrixRow], categories: list[str]) -> bytes:
     fig = Figure(figsize=(width, height))
     ax = fig.add_subplot()
     for i, row in enumerate(rows):
-        if row.outcome in ("unavailable", "build-failed"):
+        if not row.outcome.has_env:
             ax.add_patch(
                 Rectangle(
                     (0, i),
                     len(cols),
                     1,
-                    facecolor=COLOURS[row.outcome],
+                    facecolor=COLOURS[f"env-{row.outcome.tone}"],
                     edgecolor="white",
                     linewidth=2,
-                    hatch="//" if row.outcome == "unavailable" else None,
+                    hatch="//" if row.outcome.tone == "muted" else None,
                 )
             )
             reason = row.reason or "no reason recorded"
@@ -165,8 +167,8 @@ def compat_matrix(rows: list[MatrixRow], categories: list[str]) -> bytes:
     ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right", fontsize=9)
     ax.set_yticks([i + 0.5 for i in range(len(rows))], [r.label for r in rows], fontsize=9.5)
     for tick, row in zip(ax.get_yticklabels(), rows, strict=True):
-        if row.outcome != "built":
-            tick.set_color("#e65100" if row.outcome != "unavailable" else "#546e7a")
+        if not row.outcome.healthy:
+            tick.set_color("#e65100" if row.outcome.failed else "#546e7a")
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
@@ -178,8 +180,8 @@ def compat_matrix(rows: list[MatrixRow], categories: list[str]) -> bytes:
             ("pass+skip", "passed, some skipped"),
             ("fail", "failures"),
             ("skip", "all skipped"),
-            ("unavailable", "env unavailable"),
-            ("build-failed", "build/verify failed"),
+            ("env-muted", "env unavailable"),
+            ("env-fail", "build/verify failed"),
         )
     ]
     ax.legend(

@@ -34,8 +34,6 @@ DEFAULT_ALPHA = 0.01
 DEFAULT_WINDOW = 5  # baseline runs pooled: their spread is the between-run noise floor
 EXIT_REGRESSION = 1
 
-# Worse is larger: an env moving right on this scale regressed.
-_OUTCOME_RANK = {"built": 0, "verify-failed": 1, "build-failed": 2, "unavailable": 2}
 _FAILED = {"failed", "error", "xpassed"}
 
 FindingKind = Literal["outcome", "check", "compat", "benchmark-error", "performance"]
@@ -144,7 +142,7 @@ class RegressReport:
 
 
 def _built(row: ResultRow) -> bool:
-    return row.outcome in ("built", "verify-failed")
+    return row.outcome.has_env
 
 
 def changes_between(history: History, before: ResultRow, after: ResultRow) -> list[Change]:
@@ -173,7 +171,7 @@ def changes_between(history: History, before: ResultRow, after: ResultRow) -> li
 
 
 def _compare_outcome(base: ResultRow, new: ResultRow, pair: PairReport) -> None:
-    if _OUTCOME_RANK[new.outcome] > _OUTCOME_RANK[base.outcome]:
+    if new.outcome.rank > base.outcome.rank:
         pair.findings.append(Finding("outcome", "env", base.outcome, new.outcome, new.reason or ""))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from envlab.fsutil import atomic_write_bytes, atomic_write_text
 from envlab.log import log
+from envlab.outcome import Outcome
 from envlab.report import plots
 from envlab.report.regress import (
     DEFAULT_ALPHA,
@@ -57,7 +58,7 @@ class HostView:
 class EnvView:
     env: str
     host: str
-    outcome: str
+    outcome: Outcome
     reason: str | None
     torch: str | None
     cuda: str | None
@@ -123,7 +124,7 @@ class RunView:
     run_id: str
     created: str
     hosts: int
-    outcomes: dict[str, int]
+    outcomes: dict[Outcome, int]
 
 
 @dataclass
@@ -137,7 +138,15 @@ class ReportView:
     multi_host: bool
     hosts: list[HostView] = field(default_factory=list)
     envs: list[EnvView] = field(default_factory=list)
-    outcome_counts: dict[str, int] = field(default_factory=dict)
+    outcome_counts: dict[Outcome, int] = field(default_factory=dict)
+    # the summary cards: built first, then what needs attention, then what could not run here
+    outcome_cards: list[Outcome] = field(
+        default_factory=lambda: [
+            Outcome.BUILT,
+            *(o for o in Outcome.by_severity() if o.failed),
+            Outcome.UNAVAILABLE,
+        ]
+    )
     failed_checks: list[ProblemView] = field(default_factory=list)
     failed_tests: list[ProblemView] = field(default_factory=list)
     benches: list[BenchView] = field(default_factory=list)
@@ -212,7 +221,7 @@ class _Builder:
             len({r.host_id for r in rows}) > 1
             or len({r.host_id for r in self.h.latest_per_pair()}) > 1
         )
-        rows.sort(key=lambda r: (r.outcome != "built", r.outcome, r.env, r.host_id))
+        rows.sort(key=lambda r: (r.outcome.severity, r.env, r.host_id))
         view = ReportView(
             generated=datetime.now(UTC).isoformat(timespec="seconds"),
             newest=newest,
@@ -327,9 +336,9 @@ class _Builder:
                 else:
                     cell[2] += 1
             label = _label(r.env, r.host_id, multi_host)
-            if r.outcome == "verify-failed":
+            if r.outcome is Outcome.VERIFY_FAILED:
                 label += " (verify-failed)"
-            reason = r.reason or (r.compat_error if r.outcome == "built" and not cells else None)
+            reason = r.reason or (r.compat_error if r.outcome.healthy and not cells else None)
             matrix.append(
                 plots.MatrixRow(
                     label, r.outcome, reason, {k: plots.Cell(*v) for k, v in cells.items()}
@@ -432,7 +441,7 @@ class _Builder:
         ]
 
     def _packages(self, rows: list[ResultRow], multi_host: bool) -> PackageTable | None:
-        built = [r for r in rows if r.outcome in ("built", "verify-failed")]
+        built = [r for r in rows if r.outcome.has_env]
         dists = self.h.distributions([r.rid for r in built])
         built = [r for r in built if dists.get(r.rid)]
         if len(built) < 2:

@@ -18,7 +18,9 @@ from typing import Any, Self
 
 from envlab.errors import ResultError
 from envlab.log import log
-from envlab.results.schema import Result, Store, load
+from envlab.outcome import Outcome
+from envlab.results.schema import Result, load
+from envlab.results.store import Store
 
 DEFAULT_DB = Path("reports") / "history.sqlite"
 DB_VERSION = 1
@@ -108,7 +110,7 @@ class ResultRow:
     host_cpu: str
     gpu: str | None
     driver: str | None
-    outcome: str
+    outcome: Outcome
     reason: str | None
     spec_hash: str
     description: str
@@ -450,6 +452,7 @@ class History:
         for row in rows:
             values = dict(zip(names, row, strict=True))
             values["build_reused"] = bool(values["build_reused"])
+            values["outcome"] = Outcome(values["outcome"])
             out.append(ResultRow(**values))
         return out
 
@@ -543,13 +546,13 @@ class History:
             )
         return out
 
-    def outcome_counts(self) -> dict[str, dict[str, int]]:
+    def outcome_counts(self) -> dict[str, dict[Outcome, int]]:
         """run id -> outcome -> number of (env, host) results."""
-        out: dict[str, dict[str, int]] = {}
+        out: dict[str, dict[Outcome, int]] = {}
         for run_id, outcome, n in self.db.execute(
             "SELECT run_id, outcome, COUNT(*) FROM results GROUP BY run_id, outcome"
         ):
-            out.setdefault(run_id, {})[outcome] = n
+            out.setdefault(run_id, {})[Outcome(outcome)] = n
         return out
 
 

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -21,12 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envlab.errors import ResultError
-from envlab.fsutil import atomic_write_text
+from envlab.outcome import LayerStatus, Outcome
 
 SCHEMA_VERSION = 1
-# "external": an existing interpreter envlab probed and tested but did not build (test-host).
-Outcome = Literal["built", "external", "unavailable", "build-failed", "verify-failed"]
-OUTCOMES: tuple[str, ...] = ("built", "external", "verify-failed", "build-failed", "unavailable")
 TestOutcome = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed"]
 
 
@@ -71,7 +65,7 @@ class LayerRecord(Model):
     requirements: list[str] = Field(default_factory=list)
     commands: list[Command] = Field(default_factory=list)
     duration_s: float = 0.0
-    outcome: Literal["ok", "failed", "unavailable", "skipped"] = "ok"
+    outcome: LayerStatus = LayerStatus.OK
     message: str | None = None
 
 
@@ -143,7 +137,7 @@ class Benchmark(Model):
 
 
 class Result(Model):
-    schema_version: int
+    schema_version: int = SCHEMA_VERSION  # stamped again by Store.write
     run_id: str
     created: str
     env: str
@@ -219,7 +213,7 @@ def load(path: Path) -> Result:
     return parse(text, str(path))
 
 
-# --------------------------------------------------------------------------- store
+# --------------------------------------------------------------------------- identities
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -232,64 +226,5 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def safe_name(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", value) or "unknown"
-
-
 def default_host_id() -> str:
     return os.environ.get("ENVLAB_HOST_ID") or socket.gethostname()
-
-
-@dataclass(frozen=True)
-class Skipped:
-    path: Path
-    reason: str
-
-
-class Store:
-    """The ``reports/runs`` tree."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path_for(self, result: Result) -> Path:
-        return (
-            self.root
-            / safe_name(result.run_id)
-            / safe_name(result.host.id)
-            / f"{safe_name(result.env)}.json"
-        )
-
-    def write(self, result: Result) -> Path:
-        Result.model_validate(result.model_dump())  # never write an invalid document
-        path = self.path_for(result)
-        atomic_write_text(path, result.to_json())
-        return path
-
-    def files(self) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.glob("*/*/*.json") if not p.name.startswith("."))
-
-    def scan(self) -> Iterator[Result | Skipped]:
-        """Every result under the store; a corrupt or foreign file is yielded as Skipped."""
-        for path in self.files():
-            try:
-                yield load(path)
-            except ResultError as exc:
-                yield Skipped(path, str(exc))
-
-    def results(self, on_skip: Callable[[Skipped], None] | None = None) -> list[Result]:
-        found = []
-        for item in self.scan():
-            if isinstance(item, Skipped):
-                if on_skip:
-                    on_skip(item)
-            else:
-                found.append(item)
-        return found
-
-
-def timer() -> Callable[[], float]:
-    start = time.monotonic()
-    return lambda: round(time.monotonic() - start, 3)

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,20 @@ from envlab.results.schema import Benchmark, BuildRecord
 from envlab.run import stats
 from envlab.run.peaks import CpuInfo, peak_for, read_cpu_info
 
-MODES = ("quick", "default", "full")
-# Generous bounds on the whole program (issue 5 targets: quick 30 s, default 3 min per env).
-TIMEOUTS_S = {"quick": 300.0, "default": 1200.0, "full": 7200.0}
+
+class BenchMode(StrEnum):
+    """How long the benchmark program runs (``benchmarks/measure.py`` holds the in-env settings)."""
+
+    QUICK = "quick"  # about 30 s an env
+    DEFAULT = "default"  # about 2 min an env
+    FULL = "full"  # scheduled runs
+
+    @property
+    def timeout_s(self) -> float:
+        """A generous bound on the whole program, far above its expected time."""
+        return {"quick": 300.0, "default": 1200.0, "full": 7200.0}[self.value]
+
+
 OUTPUT_NAME = "benchmarks.raw.json"
 ENV_SIZE_VERSION = 1
 BUILD_TIME_VERSION = 1
@@ -170,7 +182,7 @@ def _failure(name: str, message: str) -> Benchmark:
 def run_benchmark_program(
     python: Path,
     repo_root: Path,
-    mode: str,
+    mode: BenchMode | str,
     out_dir: Path,
     cpu: CpuInfo | None = None,
     build_record: BuildRecord | None = None,
@@ -185,8 +197,10 @@ def run_benchmark_program(
     A crash of the program keeps the records written before it and adds a ``benchmark_run``
     record whose error says what happened.
     """
-    if mode not in MODES:
-        raise UserError(f"benchmark mode must be one of {', '.join(MODES)}, found {mode!r}")
+    if mode not in set(BenchMode):
+        modes = ", ".join(BenchMode)
+        raise UserError(f"benchmark mode must be one of {modes}, found {mode!r}")
+    mode = BenchMode(mode)
     cpu = cpu if cpu is not None else read_cpu_info()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / OUTPUT_NAME
@@ -195,7 +209,7 @@ def run_benchmark_program(
         python,
         repo_root / "benchmarks" / "run.py",
         "--mode",
-        mode,
+        mode.value,
         "--out",
         out,
     ]
@@ -207,7 +221,7 @@ def run_benchmark_program(
     failure: str | None = None
     try:
         proc.run(
-            argv, cwd=repo_root, env={"PYTHONUNBUFFERED": "1"}, timeout=timeout or TIMEOUTS_S[mode]
+            argv, cwd=repo_root, env={"PYTHONUNBUFFERED": "1"}, timeout=timeout or mode.timeout_s
         )
     except CommandError as exc:
         tail = exc.output.strip().splitlines()[-1] if exc.output.strip() else "no output"
@@ -232,7 +246,9 @@ def run_benchmark_program(
 
 
 def run_benchmarks(
-    python: Path, repo_root: Path, mode: str, out_dir: Path, *args: Any, **kwargs: Any
+    python: Path, repo_root: Path, mode: BenchMode, out_dir: Path, build_record: BuildRecord | None
 ) -> list[Benchmark]:
-    """Just the records of :func:`run_benchmark_program` (same arguments), for the result document."""
-    return run_benchmark_program(python, repo_root, mode, out_dir, *args, **kwargs).benchmarks
+    """The benchmark records of one env for its result document (CPU peaks read from this host)."""
+    return run_benchmark_program(
+        python, repo_root, mode, out_dir, build_record=build_record
+    ).benchmarks

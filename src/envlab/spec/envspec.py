@@ -24,6 +24,7 @@ from pydantic import (
 
 from envlab.errors import SpecError, UnknownEnvError
 from envlab.fsutil import read_toml, stable_hash
+from envlab.log import log
 from envlab.spec import catalog, platforms
 
 M = TypeVar("M", bound=BaseModel)
@@ -253,6 +254,7 @@ class Matrix:
         self.shared = load_model(SharedStack, shared_path) if shared_path.exists() else None
         self.names = [p.stem for p in catalog.env_files(envspecs)]
         self._cache: dict[str, EnvSpec] = {}
+        self._warned: set[str] = set()
 
     def get(self, name: str) -> EnvSpec:
         if name not in self.names:
@@ -286,14 +288,28 @@ class Matrix:
         return refs
 
     def all(self) -> list[EnvSpec]:
+        """Every env, validated: a malformed envspec fails here (commands over the whole matrix)."""
         return [self.get(n) for n in self.names]
 
-    def defaults(self) -> list[EnvSpec]:
-        return [s for s in self.all() if s.default]
+    def valid(self) -> list[EnvSpec]:
+        """Every env whose envspec is valid; a malformed one is warned about (once) and left out.
 
-    def select(self, names: list[str] | None) -> list[EnvSpec]:
-        """Named envs, or the default envs when none are named."""
-        return [self.get(n) for n in names] if names else self.defaults()
+        For commands about this machine or one env, which must not fail because an unrelated
+        envspec is broken.
+        """
+        found = []
+        for name in self.names:
+            try:
+                found.append(self.get(name))
+            except SpecError as exc:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    log(f"warning: env {name!r} left out: {exc}")
+        return found
+
+    def default_names(self) -> list[str]:
+        """Envs with ``default = true``, read without validating the rest of each file."""
+        return [e.name for e in catalog.entries(self.dir) if e.default]
 
     def stack_for(self, spec: EnvSpec) -> list[str]:
         return stack_requirements(spec, self.shared)
