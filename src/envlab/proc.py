@@ -24,10 +24,6 @@ class Completed:
     output: str
     duration_s: float
 
-    @property
-    def quoted(self) -> str:
-        return shlex.join(self.argv)
-
 
 def run(
     argv: Sequence[str | os.PathLike[str]],

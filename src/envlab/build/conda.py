@@ -143,7 +143,3 @@ def rule_violations(packages: list[LockedPackage], platform: str) -> list[str]:
     elif "libblas" in conda and "openblas" not in (conda["libblas"].build or ""):
         problems.append(f"{platform}: libblas build {conda['libblas'].build!r} is not OpenBLAS")
     return problems
-
-
-def python_in(prefix: Path, platform: str) -> Path:
-    return prefix / ("python.exe" if platform.startswith("win") else "bin/python")

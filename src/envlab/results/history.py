@@ -22,7 +22,6 @@ from envlab.outcome import Outcome
 from envlab.results.schema import Result, load
 from envlab.results.store import Store
 
-DEFAULT_DB = Path("reports") / "history.sqlite"
 DB_VERSION = 1
 
 _SCHEMA = """
@@ -417,14 +416,6 @@ class History:
 
     # ----------------------------------------------------------------------- queries
 
-    def skipped_files(self) -> list[tuple[str, str]]:
-        """Files that were seen but could not be read as results, with the reason."""
-        return list(
-            self.db.execute(
-                "SELECT path, skipped FROM files WHERE skipped IS NOT NULL ORDER BY path"
-            )
-        )
-
     def runs(self) -> list[RunInfo]:
         """Every run, oldest first (by its earliest result's creation time, then id)."""
         rows = self.db.execute(
@@ -432,12 +423,6 @@ class History:
             " FROM results GROUP BY run_id ORDER BY c, run_id"
         )
         return [RunInfo(run_id, created, hosts, envs) for run_id, created, hosts, envs in rows]
-
-    def has_run(self, run_id: str) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM results WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
-            is not None
-        )
 
     def count_results(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0])

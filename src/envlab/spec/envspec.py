@@ -170,10 +170,6 @@ class EnvSpec(Strict):
     def spec_hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
 
-    def layer_names(self) -> list[str]:
-        """The build layers in order."""
-        return ["base", "torch", "stack"] + (["nightly"] if self.nightly else [])
-
 
 class SharedStack(Strict):
     """``envspecs/stack.toml``: the stack every env shares unless it opts out."""
