@@ -35,12 +35,17 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, tags=["ci"])
 def lint(session: nox.Session) -> None:
-    """ruff, the compat catalogue being up to date, and actionlint on the scheduled workflow."""
-    session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "lint"))
-    session.run(
-        "ruff", "check", "src", "tests", "tools", "benchmarks", "compat_tests", "noxfile.py"
-    )
+    """ruff (rules, format, line length, complexity), the layers contract, generated files up to
+    date, and actionlint on the scheduled workflow."""
+    groups = nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "lint")
+    session.install("-e", ".", *groups)  # import-linter reads the installed package's imports
+    paths = ("src", "tests", "tools", "benchmarks", "compat_tests", "noxfile.py")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+    session.run("lint-imports")
     session.run("python", "compat_tests/catalogue.py", "--check")
+    session.run("python", "tools/sync_archrule.py", "--check")
+    session.run("python", "tools/which_env.py", "--check")
     session.run("actionlint", ".github/workflows/scheduled.yml")
 
 
@@ -52,7 +57,7 @@ def lock(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, tags=["matrix"])
 def matrix(session: nox.Session) -> None:
-    """Default envs end to end (build, verify, compat), the others checked for availability, then the report."""
+    """Default envs end to end (build, verify, compat), the others checked, then the report."""
     envlab(session, "matrix")
 
 

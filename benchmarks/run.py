@@ -87,7 +87,7 @@ def _module_missing(name: str) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(measure.MODES), default="default")
     parser.add_argument("--out", type=Path, required=True)
@@ -97,6 +97,100 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", default=None, metavar="NAME", help="run only these benchmarks"
     )
+    return parser
+
+
+def _torch_context(torch: Any, threads: int, context: dict[str, Any]) -> bool:
+    """Set torch's thread count, record the stack and devices in ``context``; whether CUDA works."""
+    torch.set_num_threads(threads)
+    context["torch"] = torch.__version__
+    context["torch_cuda"] = torch.version.cuda
+    context["num_threads"] = torch.get_num_threads()
+    context["interop_threads"] = torch.get_num_interop_threads()
+    for dist in ("numpy", "torchvision", "torchaudio", "timm"):
+        try:
+            context[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            context[dist] = None
+    cuda = False
+    try:
+        cuda = bool(torch.cuda.is_available())
+    except Exception as exc:  # noqa: BLE001
+        context["cuda_error"] = _error(exc)
+    if cuda:
+        context["devices"]["cuda:0"] = torch.cuda.get_device_name(0)
+        major, minor = torch.cuda.get_device_capability(0)
+        context["compute_capability"] = f"{major}.{minor}"
+        context["cudnn"] = torch.backends.cudnn.version()
+    return cuda
+
+
+def _selected(
+    parser: argparse.ArgumentParser, specs: list[suite.Bench], only: list[str] | None
+) -> list[suite.Bench]:
+    """``specs`` narrowed to ``--only`` (an unknown name is a usage error)."""
+    if not only:
+        return specs
+    known = {s.key for s in specs}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return [s for s in specs if s.key in only]
+
+
+def _skip_reason(spec: suite.Bench, ctx: suite.Ctx, only: list[str] | None) -> str | None:
+    """Why ``spec`` cannot or should not run here, or None to run it."""
+    if spec.device.startswith("cuda") and not ctx.cuda:
+        return "no CUDA device: torch.cuda.is_available() is False" + (
+            " (CPU-only torch build)" if ctx.torch.version.cuda is None else ""
+        )
+    if ctx.mode.name == "quick" and not spec.quick and not only:
+        return "not in the --quick set"
+    if spec.key.startswith("compile_"):
+        return suite.compile_unavailable(ctx.torch, spec.device)
+    return None
+
+
+def _measure(spec: suite.Bench, ctx: suite.Ctx) -> tuple[dict[str, list[float]], str | None]:
+    """Run one benchmark: its samples per output name, or the error that stopped it."""
+    missing = next((m for m in map(_module_missing, spec.needs) if m), None)
+    if missing:
+        return {}, f"cannot import a module this benchmark needs: {missing}"
+    try:
+        return spec.fn(ctx, spec.params), None
+    except BaseException as exc:  # one failure must not end the run
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return {}, _error(exc)
+    finally:
+        if spec.device.startswith("cuda"):
+            with contextlib.suppress(Exception):
+                ctx.torch.cuda.empty_cache()
+
+
+def _records(
+    spec: suite.Bench, samples: dict[str, list[float]], error: str | None
+) -> list[dict[str, Any]]:
+    params = {k: v for k, v in spec.params.items() if k != "name"}
+    return [
+        {
+            "name": out.name,
+            "version": spec.version,
+            "params": params,
+            "unit": out.unit,
+            "higher_is_better": out.higher_is_better,
+            "device": spec.device,
+            "samples": [float(x) for x in samples.get(out.name, [])] if error is None else [],
+            "error": error,
+        }
+        for out in spec.outputs
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     start = time.perf_counter()
     mode = measure.MODES[args.mode]
@@ -125,87 +219,20 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.out, doc)
         return 0
 
-    torch.set_num_threads(threads)
-    context["torch"] = torch.__version__
-    context["torch_cuda"] = torch.version.cuda
-    context["num_threads"] = torch.get_num_threads()
-    context["interop_threads"] = torch.get_num_interop_threads()
-    for dist in ("numpy", "torchvision", "torchaudio", "timm"):
-        try:
-            context[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            context[dist] = None
-    cuda = False
-    try:
-        cuda = bool(torch.cuda.is_available())
-    except Exception as exc:  # noqa: BLE001
-        context["cuda_error"] = _error(exc)
-    if cuda:
-        context["devices"]["cuda:0"] = torch.cuda.get_device_name(0)
-        major, minor = torch.cuda.get_device_capability(0)
-        context["compute_capability"] = f"{major}.{minor}"
-        context["cudnn"] = torch.backends.cudnn.version()
-    no_gpu = "no CUDA device: torch.cuda.is_available() is False" + (
-        " (CPU-only torch build)" if torch.version.cuda is None else ""
-    )
-
+    cuda = _torch_context(torch, threads, context)
     ctx = suite.Ctx(torch=torch, mode=mode, threads=threads, cuda=cuda)
-    specs = suite.benchmarks(threads)
-    if args.only:
-        known = {s.key for s in specs}
-        unknown = sorted(set(args.only) - known)
-        if unknown:
-            parser.error(
-                f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        specs = [s for s in specs if s.key in args.only]
+    specs = _selected(parser, suite.benchmarks(threads), args.only)
 
     for spec in specs:
-        reason = None
-        if spec.device.startswith("cuda") and not cuda:
-            reason = no_gpu
-        elif mode.name == "quick" and not spec.quick and not args.only:
-            reason = "not in the --quick set"
-        elif spec.key.startswith("compile_"):
-            reason = suite.compile_unavailable(torch, spec.device)
+        reason = _skip_reason(spec, ctx, args.only)
         if reason:
             for out in spec.outputs:
                 context["skipped"][out.name] = reason
             continue
         context["running"] = spec.key
         _write(args.out, doc)
-        params = {k: v for k, v in spec.params.items() if k != "name"}
-        missing = next((m for m in map(_module_missing, spec.needs) if m), None)
-        samples: dict[str, list[float]] = {}
-        error = None
-        if missing:
-            error = f"cannot import a module this benchmark needs: {missing}"
-        else:
-            try:
-                samples = spec.fn(ctx, spec.params)
-            except BaseException as exc:  # one failure must not end the run
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                error = _error(exc)
-            finally:
-                if spec.device.startswith("cuda"):
-                    with contextlib.suppress(Exception):
-                        torch.cuda.empty_cache()
-        for out in spec.outputs:
-            doc["benchmarks"].append(
-                {
-                    "name": out.name,
-                    "version": spec.version,
-                    "params": params,
-                    "unit": out.unit,
-                    "higher_is_better": out.higher_is_better,
-                    "device": spec.device,
-                    "samples": [float(x) for x in samples.get(out.name, [])]
-                    if error is None
-                    else [],
-                    "error": error,
-                }
-            )
+        samples, error = _measure(spec, ctx)
+        doc["benchmarks"].extend(_records(spec, samples, error))
     context["running"] = None
     context["complete"] = True
     context["duration_s"] = round(time.perf_counter() - start, 3)

@@ -73,55 +73,83 @@ def _fix_paragraph(doc: str) -> str:
     return ""
 
 
+def _constants(tree: ast.Module) -> dict[str, ast.expr]:
+    """The module-level assignments by name (the last one wins), for counting parametrize values."""
+    constants: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and node.value is not None:
+                    constants[target.id] = node.value
+    return constants
+
+
+def _marks(
+    node: ast.FunctionDef,
+    constants: dict[str, ast.expr],
+    category: str | None,
+    problems: list[str],
+    where: str,
+) -> tuple[bool, int, str | None]:
+    """What the check's pytest marks say: needs a GPU, test items, category (its own or the
+    module's)."""
+    gpu, items = False, 1
+    for decorator in node.decorator_list:
+        mark = _mark(decorator)
+        if mark is None:
+            continue
+        kind, call = mark
+        if kind == "gpu":
+            gpu = True
+        elif kind == "parametrize" and call is not None and len(call.args) >= 2:
+            count = _length(call.args[1], constants)
+            if count is None:
+                problems.append(f"{where}: cannot count the parametrize values statically")
+            items *= count or 1
+        elif (
+            kind == "category"
+            and call is not None
+            and call.args
+            and isinstance(call.args[0], ast.Constant)
+        ):
+            category = str(call.args[0].value)
+    return gpu, items, category
+
+
+def _check(
+    path: Path,
+    node: ast.FunctionDef,
+    constants: dict[str, ast.expr],
+    category: str | None,
+    problems: list[str],
+) -> Check:
+    where = f"{path.name}::{node.name}"
+    gpu, items, own_category = _marks(node, constants, category, problems, where)
+    doc = ast.get_docstring(node) or ""
+    what = doc.strip().splitlines()[0].strip() if doc.strip() else ""
+    fix = _fix_paragraph(doc)
+    if not what:
+        problems.append(f"{where}: no docstring")
+    if not fix:
+        problems.append(f"{where}: docstring has no 'Fix:' paragraph")
+    if not own_category:
+        problems.append(f"{where}: no category (module CATEGORY or @pytest.mark.category)")
+    return Check(path.name, node.name, own_category or "?", gpu, items, what, fix)
+
+
 def collect(root: Path = HERE) -> tuple[list[Check], list[str]]:
     checks: list[Check] = []
     problems: list[str] = []
     for path in sorted(root.glob("test_*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        constants: dict[str, ast.expr] = {}
+        constants = _constants(tree)
         category = None
-        for node in tree.body:
-            if isinstance(node, (ast.Assign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    if isinstance(target, ast.Name) and node.value is not None:
-                        constants[target.id] = node.value
         if isinstance(constants.get("CATEGORY"), ast.Constant):
             category = constants["CATEGORY"].value  # type: ignore[union-attr]
         for node in tree.body:
-            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
-                continue
-            where = f"{path.name}::{node.name}"
-            gpu, items, own_category = False, 1, category
-            for decorator in node.decorator_list:
-                mark = _mark(decorator)
-                if mark is None:
-                    continue
-                kind, call = mark
-                if kind == "gpu":
-                    gpu = True
-                elif kind == "parametrize" and call is not None and len(call.args) >= 2:
-                    count = _length(call.args[1], constants)
-                    if count is None:
-                        problems.append(f"{where}: cannot count the parametrize values statically")
-                    items *= count or 1
-                elif (
-                    kind == "category"
-                    and call is not None
-                    and call.args
-                    and isinstance(call.args[0], ast.Constant)
-                ):
-                    own_category = str(call.args[0].value)
-            doc = ast.get_docstring(node) or ""
-            what = doc.strip().splitlines()[0].strip() if doc.strip() else ""
-            fix = _fix_paragraph(doc)
-            if not what:
-                problems.append(f"{where}: no docstring")
-            if not fix:
-                problems.append(f"{where}: docstring has no 'Fix:' paragraph")
-            if not own_category:
-                problems.append(f"{where}: no category (module CATEGORY or @pytest.mark.category)")
-            checks.append(Check(path.name, node.name, own_category or "?", gpu, items, what, fix))
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                checks.append(_check(path, node, constants, category, problems))
     return checks, problems
 
 
@@ -136,7 +164,8 @@ def render(checks: list[Check]) -> str:
     lines = [
         "# Compat suite catalogue",
         "",
-        "Generated by `python compat_tests/catalogue.py` from the checks' docstrings; do not edit by hand.",
+        "Generated by `python compat_tests/catalogue.py` from the checks' docstrings; "
+        "do not edit by hand.",
         "",
         (
             f"{len(checks)} checks, {items} test items ({gpu_items} need a GPU), "
@@ -149,7 +178,8 @@ def render(checks: list[Check]) -> str:
     ]
     for check in sorted(checks, key=lambda c: (c.category, c.module, c.name)):
         lines.append(
-            f"| {check.category} | `{check.module}::{check.name}` | {'yes' if check.gpu else ''} | {check.items} "
+            f"| {check.category} | `{check.module}::{check.name}` "
+            f"| {'yes' if check.gpu else ''} | {check.items} "
             f"| {_cell(check.what)} | {_cell(check.fix)} |"
         )
     return "\n".join(lines) + "\n"

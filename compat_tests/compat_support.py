@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import importlib.util
 import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # at run time the module is loaded by path, see _load_archrule
+    from _archrule import Arch, Capability
 
 # Import name -> distribution to install, for "not installed" hints.
 DISTRIBUTION = {
@@ -245,71 +248,60 @@ def arch_flags(torch: ModuleType) -> list[str]:
     return list(torch.cuda.get_arch_list()) if torch.cuda.is_available() else []
 
 
-# --- arch coverage: SASS/PTX rule ----------------------------------------------------------
-
-_FLAG = re.compile(r"^(sm|compute)_(\d+)(\d)([af]?)$")
+# --- arch coverage: the SASS/PTX rule, from envlab's single source -------------------------
 
 
-@dataclass(frozen=True)
-class ArchFlag:
-    kind: str  # "sm" (SASS) or "compute" (PTX)
-    major: int
-    minor: int
-    suffix: str  # "", "a" (arch-specific) or "f" (family)
+def _load_archrule() -> ModuleType:
+    """``_archrule.py`` beside this file: the generated copy of envlab's arch rule.
 
-    def __str__(self) -> str:
-        return f"{self.kind}_{self.major}{self.minor}{self.suffix}"
+    Loaded by path, not ``import _archrule``: pytest puts this directory on sys.path when it
+    runs the suite, but envlab's own tests load this file by path, where it is not.
+    """
+    path = Path(__file__).resolve().with_name("_archrule.py")
+    loaded = sys.modules.get("_archrule")
+    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == path:
+        return loaded
+    spec = importlib.util.spec_from_file_location("_archrule", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the arch rule from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_archrule"] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
-def parse_flag(token: str) -> ArchFlag | None:
-    match = _FLAG.match(token.strip().lower())
-    if not match:
+archrule = _load_archrule()
+ArchFlag = archrule.Arch  # the name the checks used before the rule had a single source
+
+
+def parse_flag(token: str) -> Arch | None:
+    """The parsed arch flag (an ``_archrule.Arch``), or None for a token that is not one."""
+    try:
+        return archrule.Arch.parse(token)
+    except ValueError:
         return None
-    kind, major, minor, suffix = match.groups()
-    return ArchFlag(kind, int(major), int(minor), suffix)
 
 
 def parse_capability(text: str) -> tuple[int, int]:
-    """'12.0', 'sm_120', 'compute_90', '86' -> (major, minor)."""
-    value = text.strip().lower().removeprefix("sm_").removeprefix("compute_").rstrip("af")
-    if "." in value:
-        major, minor = value.split(".", 1)
-        return int(major), int(minor)
-    if len(value) < 2 or not value.isdigit():
-        raise ValueError(f"expected a compute capability like '8.6' or 'sm_86', found {text!r}")
-    return int(value[:-1]), int(value[-1])
+    """'12.0', 'sm_120', 'compute_90a', '86' -> (major, minor)."""
+    cap = archrule.Capability.parse(text)
+    return cap.major, cap.minor
 
 
-def runs_on(flag: ArchFlag, cap: tuple[int, int]) -> str:
-    """'sass', 'ptx' or '' for how code built for ``flag`` runs on a device of ``cap``.
-
-    SASS sm_XY runs on the same major with minor >= Y; sm_XYa only on exactly X.Y;
-    PTX compute_XY is JIT-compiled for any capability >= X.Y (compute_XYa only on X.Y).
-    """
-    own = (flag.major, flag.minor)
-    if flag.suffix == "a":
-        return ("sass" if flag.kind == "sm" else "ptx") if own == cap else ""
-    if flag.kind == "sm":
-        return "sass" if flag.major == cap[0] and flag.minor <= cap[1] else ""
-    return "ptx" if own <= cap else ""
+def _capability(cap: tuple[int, int] | Capability) -> Capability:
+    return archrule.Capability(*cap) if isinstance(cap, tuple) else cap
 
 
-def coverage(flags: list[str], cap: tuple[int, int]) -> tuple[str, str]:
+def runs_on(flag: Arch, cap: tuple[int, int] | Capability) -> str:
+    """'sass', 'ptx' or '' for how code built for ``flag`` runs on a device of ``cap``."""
+    verdict = archrule.runs_on(flag, _capability(cap))
+    return "" if verdict == "none" else verdict
+
+
+def coverage(flags: list[str], cap: tuple[int, int] | Capability) -> tuple[str, str]:
     """('sass'|'ptx'|'', explanation) for a device of capability ``cap``."""
-    parsed = [flag for flag in (parse_flag(token) for token in flags) if flag is not None]
-    target = f"sm_{cap[0]}{cap[1]}"
-    if not parsed:
-        return "", "the build has no CUDA kernels (empty arch list)"
-    for verdict in ("sass", "ptx"):
-        hits = [flag for flag in parsed if runs_on(flag, cap) == verdict]
-        if hits:
-            how = (
-                "runs natively"
-                if verdict == "sass"
-                else "is JIT-compiled from PTX (slow first start)"
-            )
-            return verdict, f"{target}: {hits[-1]} {how}"
-    return "", f"{target} is not covered by the compiled arch list ({' '.join(map(str, parsed))})"
+    verdict, why = archrule.coverage(flags, _capability(cap))
+    return ("" if verdict == "none" else verdict), why
 
 
 # --- subprocess helper ---------------------------------------------------------------------

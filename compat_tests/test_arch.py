@@ -1,4 +1,7 @@
-"""Arch-list coverage computed from the compiled arch flags — no GPU needed (seed 002)."""
+"""Arch-list coverage computed from the compiled arch flags — no GPU needed.
+
+The SASS/PTX rule is envlab's own, copied into ``_archrule.py`` by tools/sync_archrule.py.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ def test_arch_covers_declared_targets(expect: Expect) -> None:
         if not verdict:
             uncovered.append(f"{target} ({why})")
     assert not uncovered, (
-        f"torch {torch.__version__} does not cover the declared target GPUs: {'; '.join(uncovered)}. "
+        f"torch {torch.__version__} does not cover the declared target GPUs: "
+        f"{'; '.join(uncovered)}. "
         "Fix: use a torch index whose builds include these archs (cu128+ for sm_120; cu118 or a "
         "source build for sm_52/sm_61)."
     )

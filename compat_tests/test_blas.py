@@ -74,7 +74,8 @@ def _identified(module: str) -> str:
         else " (threadpoolctl is not installed: install it for a runtime check)"
     )
     assert found, (
-        f"could not identify the BLAS {module} uses{hint}. Fix: install threadpoolctl; check {module}.show_config()"
+        f"could not identify the BLAS {module} uses{hint}. "
+        f"Fix: install threadpoolctl; check {module}.show_config()"
     )
     return found
 
@@ -112,7 +113,7 @@ def test_scipy_blas_identified() -> None:
 
 
 def test_blas_matches_expectation(expect: Expect) -> None:
-    """numpy and scipy use the env's declared BLAS (seed rule: OpenBLAS, never MKL, in conda envs).
+    """numpy and scipy use the env's declared BLAS (OpenBLAS, never MKL, in conda envs).
 
     Fix: MKL in a conda env brings Intel OpenMP (libiomp5), which clashes with torch's
     OpenMP ("OMP: Error #15"); pin libblas=*=*openblas* (and libcblas/liblapack) in the env file.
@@ -132,7 +133,7 @@ def test_blas_matches_expectation(expect: Expect) -> None:
 
 
 def test_torch_blas_reported() -> None:
-    """torch's own BLAS/LAPACK (reported separately: pip wheels embed MKL) works and agrees with numpy.
+    """torch's own BLAS/LAPACK (reported apart: pip wheels embed MKL) works and agrees with numpy.
 
     Fix: pip's torch says BLAS_INFO=mkl — that is expected and not subject to the OpenBLAS
     rule; a failure here means torch was built without BLAS/LAPACK (a source build).

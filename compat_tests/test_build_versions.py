@@ -27,18 +27,19 @@ def test_torch_version_matches_expectation(expect: Expect) -> None:
     """torch's version is the declared one (exact, or a pattern such as 2.12.*).
 
     Fix: another torch replaced the locked one — typically a stack package resolved torch
-    from PyPI (seed 002's poetry clobbering); rebuild with torch as a constraint.
+    from PyPI (a later poetry/pip install clobbering it); rebuild with torch as a constraint.
     """
     wanted = str(expect.get("torch_version"))
     torch = need("torch")
     assert version_matches(torch.__version__, wanted), (
-        f"expected torch {wanted} for env {expect.env!r}, found {torch.__version__}. Fix: reinstall the "
-        "locked torch from the env's torch index and find which package replaced it."
+        f"expected torch {wanted} for env {expect.env!r}, found {torch.__version__}. "
+        "Fix: reinstall the locked torch from the env's torch index "
+        "and find which package replaced it."
     )
 
 
 def test_torch_local_tag_matches_expectation(expect: Expect) -> None:
-    """torch's local tag (+cu128, +cpu, ...) is the declared build; an untagged PyPI build is checked by CUDA version.
+    """torch's local tag (+cu128, +cpu) is the declared build; untagged PyPI: inferred from CUDA.
 
     Fix: a +cpu torch where a CUDA one was expected is the Windows/PyPI trap (PyPI serves CPU
     wheels there): install torch from the CUDA index, never via --extra-index-url.
@@ -67,7 +68,8 @@ def test_cudnn_runtime_matches_compile() -> None:
         assert not torch.backends.cudnn.is_available(), "a CPU build reports cuDNN available"
         return
     assert torch.backends.cudnn.is_available(), (
-        f"torch {torch.__version__} was built with CUDA {torch.version.cuda} but cuDNN does not load. "
+        f"torch {torch.__version__} was built with CUDA {torch.version.cuda} "
+        "but cuDNN does not load. "
         "Fix: install the nvidia-cudnn wheel torch pins (reinstall torch)."
     )
     cudnn = torch._C._cudnn
@@ -86,7 +88,7 @@ def _pip_dist(prefix: str) -> tuple[str, str] | None:
 
 
 def test_pip_cudnn_matches_torch() -> None:
-    """The pip nvidia-cudnn wheel's version is the cuDNN torch reports (torch.backends.cudnn.version()).
+    """The pip nvidia-cudnn wheel matches the cuDNN torch reports (torch.backends.cudnn.version()).
 
     Fix: a different nvidia-cudnn was installed over torch's pin (another package's
     requirement); reinstall torch's pinned nvidia-cudnn version.
@@ -98,7 +100,8 @@ def test_pip_cudnn_matches_torch() -> None:
         return
     if dist is None:
         pytest.skip(
-            "no pip nvidia-cudnn wheel: cuDNN comes from conda or the system, checked by the runtime check"
+            "no pip nvidia-cudnn wheel: cuDNN comes from conda or the system, "
+            "checked by the runtime check"
         )
     number = torch.backends.cudnn.version()
     assert number is not None, f"{dist[0]} {dist[1]} is installed but torch loads no cuDNN"
@@ -108,7 +111,8 @@ def test_pip_cudnn_matches_torch() -> None:
         else f"{number // 1000}.{number // 100 % 10}.{number % 100}"
     )
     assert dist[1].startswith(reported + ".") or dist[1] == reported, (
-        f"pip {dist[0]} is {dist[1]} but torch uses cuDNN {reported}. Fix: reinstall {dist[0]} at the version torch pins."
+        f"pip {dist[0]} is {dist[1]} but torch uses cuDNN {reported}. "
+        f"Fix: reinstall {dist[0]} at the version torch pins."
     )
 
 
@@ -129,7 +133,8 @@ def test_pip_nccl_matches_torch() -> None:
         pytest.skip("no pip nvidia-nccl wheel: NCCL is statically linked or from the system")
     reported = ".".join(map(str, torch.cuda.nccl.version()))
     assert release(dist[1])[:3] == release(reported)[:3], (
-        f"pip {dist[0]} is {dist[1]} but torch reports NCCL {reported}. Fix: reinstall {dist[0]}=={reported}."
+        f"pip {dist[0]} is {dist[1]} but torch reports NCCL {reported}. "
+        f"Fix: reinstall {dist[0]}=={reported}."
     )
 
 
@@ -152,14 +157,17 @@ def test_nightly_freshness(expect: Expect) -> None:
         )
         return
     assert date is not None, (
-        f"env {expect.env!r} expects a nightly (.devYYYYMMDD) but found torch {torch.__version__}. Fix: "
-        "pip install --pre --force-reinstall torch --index-url <nightly index> as the last step."
+        f"env {expect.env!r} expects a nightly (.devYYYYMMDD) "
+        f"but found torch {torch.__version__}. "
+        "Fix: pip install --pre --force-reinstall torch --index-url <nightly index> "
+        "as the last step."
     )
     built = dt.datetime.strptime(date, "%Y%m%d").date()
     age = (dt.date.today() - built).days
     assert age <= int(max_age), (
-        f"torch nightly {torch.__version__} is {age} days old (max {max_age}): the index serves stale "
-        "wheels. Fix: check the nightly index still publishes this CUDA variant."
+        f"torch nightly {torch.__version__} is {age} days old (max {max_age}): "
+        "the index serves stale wheels. "
+        "Fix: check the nightly index still publishes this CUDA variant."
     )
 
 

@@ -37,12 +37,13 @@ def _compare(backend: str, device: str) -> None:
             pytrace=False,
         )
     assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-5), (
-        f"compiled ({backend}, {device}) differs from eager by {float((compiled - eager).abs().max()):.2e}"
+        f"compiled ({backend}, {device}) differs from eager "
+        f"by {float((compiled - eager).abs().max()):.2e}"
     )
 
 
 def test_dynamo_capture_aot_eager() -> None:
-    """Dynamo captures a function as one graph (backend aot_eager, no compiler needed) and matches eager.
+    """Dynamo captures a function as one graph (aot_eager: no compiler needed) and matches eager.
 
     Fix: a failure here is torch itself (no toolchain involved): a broken or mismatched
     torch install, or a Python version newer than this torch supports for Dynamo.
@@ -67,7 +68,8 @@ def test_inductor_cpu() -> None:
     if importlib.util.find_spec("setuptools") is None:
         pytest.fail(
             "setuptools is not installed, so inductor cannot build CPU kernels "
-            "(torch.utils.cpp_extension imports setuptools; torch declares it only for Python >= 3.12; "
+            "(torch.utils.cpp_extension imports setuptools; "
+            "torch declares it only for Python >= 3.12; "
             "uv venvs do not seed it). Fix: add setuptools to the env's stack.",
             pytrace=False,
         )
@@ -78,7 +80,7 @@ def test_inductor_cpu() -> None:
 def test_inductor_gpu() -> None:
     """torch.compile with inductor on the GPU (Triton kernels) matches eager.
 
-    Fix: the seed's expected skip: Triton ships only with Linux CUDA wheels (Windows needs
+    Fix: an expected skip: Triton ships only with Linux CUDA wheels (Windows needs
     triton-windows); a Triton version not matching torch fails here — reinstall torch's pin.
     """
     if importlib.util.find_spec("triton") is None:

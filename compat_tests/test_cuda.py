@@ -122,7 +122,8 @@ def test_cuda_version_matches_expectation(expect: Expect) -> None:
     wanted = str(expect.get("cuda"))
     found = torch.version.cuda
     assert found is not None and found.split(".")[:2] == wanted.split(".")[:2], (
-        f"expected CUDA {wanted}, found torch.version.cuda = {found!r} (torch {torch.__version__}). "
+        f"expected CUDA {wanted}, found torch.version.cuda = {found!r} "
+        f"(torch {torch.__version__}). "
         "Fix: install torch from the index for that CUDA version (e.g. .../whl/cu"
         f"{''.join(wanted.split('.')[:2])}) and check no later step replaced it."
     )
@@ -139,14 +140,15 @@ def test_nvidia_wheels_match_build(expect: Expect) -> None:
     cuda = torch.version.cuda
     if expect.cpu_only:
         assert not wheels, (
-            f"expected a CPU-only env (cpu_only: true) but {len(wheels)} nvidia-* CUDA wheels are installed "
-            f"({', '.join(sorted(wheels)[:5])}). Fix: install torch from the CPU index and remove them."
+            f"expected a CPU-only env (cpu_only: true) but {len(wheels)} nvidia-* CUDA wheels "
+            f"are installed ({', '.join(sorted(wheels)[:5])}). "
+            "Fix: install torch from the CPU index and remove them."
         )
     if cuda is None:
         assert not wheels, (
             f"torch {torch.__version__} is a CPU build but {len(wheels)} nvidia-* CUDA wheels are "
-            f"installed ({', '.join(sorted(wheels)[:5])}). Fix: uninstall them, or install the CUDA "
-            "torch the env was meant to have."
+            f"installed ({', '.join(sorted(wheels)[:5])}). "
+            "Fix: uninstall them, or install the CUDA torch the env was meant to have."
         )
         return
     major = cuda.split(".")[0]

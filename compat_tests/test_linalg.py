@@ -1,4 +1,7 @@
-"""Release validation: LAPACK-backed linear algebra on CPU (seed 002's four failures) and CUDA."""
+"""Release validation: LAPACK-backed linear algebra on CPU and CUDA.
+
+A source build without LAPACK fails all four CPU checks.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ def _guard(torch: Any, what: str, call: Any) -> Any:
         if NO_LAPACK in str(exc).lower():
             pytest.fail(
                 f"{what}: torch {torch.__version__} was built without LAPACK. Fix: use a binary "
-                "wheel, or rebuild from source with a LAPACK (e.g. OpenBLAS: USE_LAPACK=1, BLAS=OpenBLAS).",
+                "wheel, or rebuild from source with a LAPACK "
+                "(e.g. OpenBLAS: USE_LAPACK=1, BLAS=OpenBLAS).",
                 pytrace=False,
             )
         raise
@@ -58,8 +62,8 @@ def _eigh(device: str) -> None:
 def test_svd_cpu() -> None:
     """torch.linalg.svd on CPU reconstructs the matrix (needs LAPACK).
 
-    Fix: "requires compiling PyTorch with LAPACK" means a source build without LAPACK
-    (seed 002): rebuild with USE_LAPACK=1 and OpenBLAS, or use a binary wheel.
+    Fix: "requires compiling PyTorch with LAPACK" means a source build without LAPACK:
+    rebuild with USE_LAPACK=1 and OpenBLAS, or use a binary wheel.
     """
     _svd("cpu")
 
@@ -67,7 +71,7 @@ def test_svd_cpu() -> None:
 def test_eigh_cpu() -> None:
     """torch.linalg.eigh on CPU satisfies A v = lambda v (needs LAPACK).
 
-    Fix: as for SVD: a torch without LAPACK; this is what broke seed 002's covariance
+    Fix: as for SVD: a torch without LAPACK; this is what breaks covariance
     whitening tests.
     """
     _eigh("cpu")

@@ -45,7 +45,7 @@ def _stderr_tail(done: subprocess.CompletedProcess[bytes]) -> str:
 def test_utf8_stdout_under_c_locale(tmp_path: Path) -> None:
     """Printing non-ASCII text under LC_ALL=C (PYTHONIOENCODING unset) works and is UTF-8.
 
-    Fix: UnicodeEncodeError with 'ascii' codec is seed 002's container-locale failure (CLI
+    Fix: UnicodeEncodeError with 'ascii' codec is the classic container-locale failure (CLI
     printing checkmarks): set LANG=C.UTF-8 or PYTHONUTF8=1.
     """
     done = _run(f"print({TEXT!r})", tmp_path)

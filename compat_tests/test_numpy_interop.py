@@ -34,7 +34,7 @@ def interop(call: Callable[[], T]) -> T:
 
 
 def test_numpy_abi_compatible() -> None:
-    """torch and NumPy are ABI compatible: NumPy 2 needs torch >= 2.4 (seed 002).
+    """torch and NumPy are ABI compatible: NumPy 2 needs torch >= 2.4.
 
     Fix: "Numpy is not available" / "_ARRAY_API not found" / "compiled against API version"
     mean a torch < 2.4 next to NumPy 2: install torch>=2.4 or pin numpy<2.

@@ -14,7 +14,7 @@ FIX = "Fix: pip uninstall pynvml && pip install nvidia-ml-py (the maintained NVI
 
 
 def test_pynvml_comes_from_nvidia_ml_py() -> None:
-    """The `pynvml` module is provided by nvidia-ml-py only and imports without a deprecation warning.
+    """`pynvml` comes from nvidia-ml-py only and imports without a deprecation warning.
 
     Fix: the `pynvml` distribution is a deprecated wrapper that warns on import; remove it
     and install nvidia-ml-py.

@@ -38,7 +38,8 @@ def loaded_openmp() -> dict[str, set[str]]:
     except ImportError:
         if not maps.exists():
             raise AssertionError(
-                f"cannot list loaded libraries on {sys.platform} without threadpoolctl. Fix: install threadpoolctl"
+                f"cannot list loaded libraries on {sys.platform} without threadpoolctl. "
+                "Fix: install threadpoolctl"
             ) from None
     found: dict[str, set[str]] = {}
     for path in paths:

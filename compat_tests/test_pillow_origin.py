@@ -10,7 +10,10 @@ from compat_support import need
 
 CATEGORY = "pillow-origin"
 
-FIX = "Fix: conda remove pillow --force -y && pip install Pillow (torchvision's pip wheels expect pip's Pillow)."
+FIX = (
+    "Fix: conda remove pillow --force -y && pip install Pillow "
+    "(torchvision's pip wheels expect pip's Pillow)."
+)
 
 
 def test_pillow_installed_by_pip() -> None:

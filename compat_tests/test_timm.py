@@ -33,7 +33,7 @@ def test_forward_cpu(name: str) -> None:
     """timm ResNet-18 / VGG-19 forward on CPU: output shape (2, 10) and finite.
 
     Fix: "not installed" or a timm error about torch APIs means timm and torch are out of
-    step; a timm that pulled its own torch is the seed's CPU-torch trap (torch is a layer).
+    step; a timm that pulled its own torch is the CPU-torch trap (torch is a layer).
     """
     _forward(name, "cpu")
 

@@ -149,8 +149,9 @@ def _nms(device: str) -> None:
         keep = ops.nms(boxes, scores, iou_threshold=0.5)
     except RuntimeError as exc:
         pytest.fail(
-            f"torchvision.ops.nms failed on {device}: {str(exc).splitlines()[0]}. Fix: torchvision's "
-            "compiled ops do not match this torch; install the torchvision built for it.",
+            f"torchvision.ops.nms failed on {device}: {str(exc).splitlines()[0]}. "
+            "Fix: torchvision's compiled ops do not match this torch; "
+            "install the torchvision built for it.",
             pytrace=False,
         )
     assert keep.cpu().tolist() == [0, 2], (

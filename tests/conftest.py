@@ -27,10 +27,12 @@ def pypi_reachable() -> str | None:
 
 
 def conda_missing() -> str | None:
-    for exe in ("micromamba", "mamba", "conda"):
-        if shutil.which(exe):
-            return None
-    return "no conda executable (conda, mamba or micromamba) on PATH"
+    """None if the conda engine (py-rattler, an envlab dependency) is importable."""
+    try:
+        import rattler  # noqa: F401
+    except ImportError as exc:
+        return f"py-rattler is not installed ({exc}): `uv pip install py-rattler`"
+    return None
 
 
 def gpu_missing() -> str | None:

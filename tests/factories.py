@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from envlab.results.facts import Distribution, Facts, PythonFacts, TorchFacts
 from envlab.results.schema import (
     GPU,
     SCHEMA_VERSION,
@@ -68,15 +69,16 @@ TORCH_BUILDS: dict[str, tuple[str, str | None, str, str]] = {
     "latest": ("2.15.0", "13.0", "0.30.0", "2.11.0"),
     "nightly": ("2.16.0.dev20261121+cu130", "13.0", "0.31.0.dev20261121", "2.16.0.dev20261121"),
     "cpu": ("2.10.0+cpu", None, "0.25.0+cpu", "2.10.0+cpu"),
-    "legacy": ("2.7.1+cu118", "11.8", "0.22.1+cu118", "2.7.1+cu118"),
+    "legacy": ("2.10.0+cu126", "12.6", "0.25.0+cu126", "2.10.0+cu126"),
 }
 UNREACHABLE = {
-    "nightly": "index 'pytorch-nightly' unreachable (https://download.pytorch.org/whl/nightly/cu130): "
-    "connection refused; set ENVLAB_INDEX_PYTORCH_NIGHTLY to a reachable mirror",
-    "cpu": "index 'pytorch-cpu' unreachable (https://download.pytorch.org/whl/cpu): connection refused; "
-    "set ENVLAB_INDEX_PYTORCH_CPU to a reachable mirror",
-    "legacy": "index 'pytorch-cu118' unreachable (https://download.pytorch.org/whl/cu118): connection "
-    "refused; set ENVLAB_INDEX_PYTORCH_CU118 to a reachable mirror",
+    "nightly": "index 'pytorch-nightly' unreachable "
+    "(https://download.pytorch.org/whl/nightly/cu130): connection refused; "
+    "set ENVLAB_INDEX_PYTORCH_NIGHTLY to a reachable mirror",
+    "cpu": "index 'pytorch-cpu' unreachable (https://download.pytorch.org/whl/cpu): "
+    "connection refused; set ENVLAB_INDEX_PYTORCH_CPU to a reachable mirror",
+    "legacy": "index 'pytorch-cu126' unreachable (https://download.pytorch.org/whl/cu126): "
+    "connection refused; set ENVLAB_INDEX_PYTORCH_CU126 to a reachable mirror",
 }
 
 
@@ -220,6 +222,70 @@ def default_benchmarks(
     ]
 
 
+def built_facts(torch: str, cuda: str | None, distributions: dict[str, str]) -> Facts:
+    """The facts of a built env: torch's build, Python, and every distribution (installed by uv)."""
+    return Facts(
+        python=PythonFacts(version="3.11.7"),
+        torch=TorchFacts(
+            version=torch,
+            cuda=cuda,
+            cudnn=91002 if cuda else None,
+            arch_flags=["sm_80", "sm_90", "sm_120"] if cuda else [],
+        ),
+        distributions={
+            k: Distribution(version=v, installer="uv") for k, v in sorted(distributions.items())
+        },
+    )
+
+
+def probe_document() -> dict[str, Any]:
+    """Every key verify/probe.py prints, as it prints them (a CUDA build, one GPU, MKL + OpenMP)."""
+    pool = {"prefix": None, "filepath": None, "version": None, "num_threads": 16}
+    return {
+        "python": {
+            "version": "3.11.7",
+            "implementation": "CPython",
+            "executable": "/e/bin/python",
+            "prefix": "/e",
+        },
+        "platform": {
+            "system": "Linux",
+            "release": "6.8.0",
+            "machine": "x86_64",
+            "libc": "glibc-2.39",
+            "preferred_encoding": "UTF-8",
+            "conda_prefix": None,
+        },
+        "torch": {
+            "version": "2.10.0+cu128",
+            "git_version": "abc123",
+            "cuda": "12.8",
+            "hip": None,
+            "cudnn": 91002,
+            "arch_flags": ["sm_80", "sm_90", "sm_120"],
+            "cuda_available": True,
+            "device_count": 1,
+            "arch_list": ["sm_80", "sm_90", "sm_120"],
+            "devices": [{"index": 0, "name": "NVIDIA H200", "compute_capability": "9.0"}],
+            "blas": "MKL",
+            "lapack": "mkl",
+            "parallel": ["ATen/Parallel:", "\tat::get_num_threads() : 16"],
+            "num_threads": 16,
+        },
+        "torchvision": {"version": "0.25.0+cu128"},
+        "torchaudio": {"error": "OSError: libsox.so: cannot open shared object file"},
+        "numpy": {"version": "2.3.5"},
+        "blas": {
+            "libraries": [{"user_api": "blas", "internal_api": "openblas", **pool}],
+            "openmp": [{"user_api": "openmp", "internal_api": "openmp", **pool}],
+        },
+        "distributions": {
+            "pillow": {"version": "12.0.0", "installer": "conda"},
+            "torch": {"version": "2.10.0+cu128", "installer": "uv"},
+        },
+    }
+
+
 def result(
     *,
     run: int = 0,
@@ -261,20 +327,7 @@ def result(
                 message=reason,
             ),
         ]
-    facts: dict[str, Any] = {}
-    if built:
-        facts = {
-            "python": {"version": "3.11.7"},
-            "torch": {
-                "version": torch_v,
-                "cuda": cuda,
-                "cudnn": 91002 if cuda else None,
-                "arch_flags": ["sm_80", "sm_90", "sm_120"] if cuda else [],
-            },
-            "distributions": {
-                k: {"version": v, "installer": "uv"} for k, v in sorted(distributions.items())
-            },
-        }
+    facts = built_facts(torch_v, cuda, distributions) if built else Facts()
     return Result(
         schema_version=SCHEMA_VERSION,
         run_id=rid,
@@ -317,3 +370,89 @@ def first_run(rng: random.Random | None = None, *, with_benchmarks: bool = False
 def write(runs_dir: Path, results: Iterable[Result]) -> list[Path]:
     store = Store(runs_dir)
     return [store.write(r) for r in results]
+
+
+# --------------------------------------------------------------------------- judge histories
+# Nights of an env as the judge sees them: raw samples summarised by envlab's own
+# bench.summarize, every figure of one run sharing that run's machine drift.
+
+QUICK_FIGURES: dict[str, int] = {
+    # figure -> samples per run, as in quick mode (a slow timing gets its floor of 3)
+    "gemm": 7,
+    "conv2d": 10,
+    "resnet18": 3,
+    "import_torch": 2,
+    "env_build_time": 1,
+}
+SEGFAULT = "the compat suite wrote no results (exit -11): Fatal Python error: Segmentation fault"
+
+
+def summarized(
+    rng: random.Random,
+    name: str,
+    centre: float,
+    n: int,
+    *,
+    cv: float = 0.03,
+    unit: str = "ms",
+    higher_is_better: bool = False,
+) -> Benchmark:
+    """A benchmark record of ``n`` log-normal samples around ``centre``, summarised by envlab."""
+    from envlab.run.bench import summarize
+
+    raw = {
+        "name": name,
+        "version": 1,
+        "unit": unit,
+        "higher_is_better": higher_is_better,
+        "samples": [centre * rng.lognormvariate(0.0, cv) for _ in range(n)],
+    }
+    return summarize(raw)
+
+
+def drifting_benchmarks(
+    rng: random.Random,
+    *,
+    drift: float,
+    slow: dict[str, float] | None = None,
+    figures: dict[str, int] | None = None,
+    cv: float = 0.03,
+) -> list[Benchmark]:
+    """One run's figures (default :data:`QUICK_FIGURES`), all scaled by the run's ``drift``
+    factor; ``slow`` multiplies a figure's time."""
+    slow = slow or {}
+    figures = QUICK_FIGURES if figures is None else figures
+    return [
+        summarized(rng, name, 10.0 * drift * slow.get(name, 1.0), n, cv=cv)
+        for name, n in figures.items()
+    ]
+
+
+def nights(
+    count: int,
+    envs: Sequence[str] = ("stable",),
+    *,
+    seed: int = 0,
+    drift: float = 0.08,
+    slow: tuple[str, float, int] | None = None,
+    host_: Host | None = None,
+    figures: dict[str, int] | None = None,
+) -> list[list[Result]]:
+    """``count`` nights of ``envs`` (one run each night), run-level drift uniform in ±``drift``
+    shared by an env's figures; ``slow``: (figure, factor, first night) of a planted slowdown."""
+    rng = random.Random(seed)
+    out = []
+    for night in range(count):
+        results = []
+        for env in envs:
+            scale = 1.0 + rng.uniform(-drift, drift)
+            factor = {slow[0]: slow[1]} if slow and night >= slow[2] else None
+            benches = drifting_benchmarks(rng, drift=scale, slow=factor, figures=figures)
+            results.append(result(run=night, env=env, host_=host_, benchmarks=benches))
+        out.append(results)
+    return out
+
+
+def crashed_compat(error: str = SEGFAULT) -> CompatRun:
+    """A compat run that crashed before writing any outcome."""
+    return CompatRun(tests=[], duration_s=1.2, returncode=-11, error=error)

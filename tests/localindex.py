@@ -2,7 +2,8 @@
 
 Several named indexes are served by one server under ``/<index>/simple/``. Wheels are real
 (installable) but tiny: a package module exposing ``__version__`` and, for ``torch``, a
-``version.cuda`` attribute derived from the local tag (``+cu128`` -> ``"12.8"``, ``+cpu`` -> None).
+``version.cuda`` attribute derived from the local tag (``+cu128`` -> ``"12.8"``, ``+cpu`` -> None)
+and, when given, the compiled arch list ``torch._C._cuda_getArchFlags()`` reports.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _module_source(name: str, version: str) -> str:
+def _module_source(name: str, version: str, arch_flags: str | None = None) -> str:
     source = f'__version__ = "{version}"\n'
     if name == "torch":
         local = version.partition("+")[2]
@@ -38,26 +41,42 @@ def _module_source(name: str, version: str) -> str:
             "import types as _t\n"
             f"version = _t.SimpleNamespace(cuda={cuda!r}, __version__={version!r})\n"
         )
+        if arch_flags is not None:
+            # what a real CUDA torch reports without a GPU: the compiled arch list, no devices
+            source += (
+                f"_C = _t.SimpleNamespace(_cuda_getArchFlags=lambda: {arch_flags!r})\n"
+                "cuda = _t.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)\n"
+            )
     return source
 
 
 def build_wheel(
-    directory: Path, name: str, version: str, requires: list[str] | None = None, payload: str = ""
+    directory: Path,
+    name: str,
+    version: str,
+    requires: list[str] | None = None,
+    payload: str = "",
+    arch_flags: str | None = None,
 ) -> Path:
     """Write ``name-version-py3-none-any.whl`` with the given Requires-Dist lines; return its path.
 
     ``payload`` is appended to the module, to make a different file with the same name.
+    ``arch_flags`` (torch only) is what ``torch._C._cuda_getArchFlags()`` returns, e.g.
+    ``"sm_50 sm_60 sm_90"``.
     """
     dist = name.replace("-", "_")
     dist_info = f"{dist}-{version}.dist-info"
     files = {
-        f"{dist}/__init__.py": (_module_source(name, version) + payload).encode(),
+        f"{dist}/__init__.py": (_module_source(name, version, arch_flags) + payload).encode(),
         f"{dist_info}/METADATA": (
             "Metadata-Version: 2.1\n"
             f"Name: {name}\nVersion: {version}\n"
             + "".join(f"Requires-Dist: {r}\n" for r in (requires or []))
         ).encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: envlab-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: envlab-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
     }
     record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in files.items())
     record += f"{dist_info}/RECORD,,\n"
@@ -87,8 +106,16 @@ class LocalIndexes:
         version: str,
         requires: list[str] | None = None,
         payload: str = "",
+        arch_flags: str | None = None,
     ) -> Path:
-        path = build_wheel(self.root / index / _norm(name), name, version, requires, payload)
+        path = build_wheel(
+            self.root / index / canonicalize_name(name),
+            name,
+            version,
+            requires,
+            payload,
+            arch_flags,
+        )
         self.packages.setdefault(index, []).append((name, version))
         return path
 
@@ -96,11 +123,11 @@ class LocalIndexes:
         return f"{self.base_url}/{index}/simple"
 
     def remove(self, index: str, name: str, version: str) -> None:
-        for wheel in (self.root / index / _norm(name)).glob(f"*-{version}-*.whl"):
+        for wheel in (self.root / index / canonicalize_name(name)).glob(f"*-{version}-*.whl"):
             wheel.unlink()
 
     def wheel(self, index: str, name: str, version: str) -> Path:
-        return next((self.root / index / _norm(name)).glob(f"*-{version}-*.whl"))
+        return next((self.root / index / canonicalize_name(name)).glob(f"*-{version}-*.whl"))
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -132,13 +159,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, parts: list[str]) -> tuple[bytes | None, str]:
         # /<index>/simple/<project>/ -> project page; /<index>/simple/<project>/<wheel> -> the file
         if len(parts) == 3 and parts[1] == "simple":
-            project = self.root / parts[0] / _norm(parts[2])
+            project = self.root / parts[0] / canonicalize_name(parts[2])
             wheels = sorted(project.glob("*.whl")) if project.is_dir() else []
             if not wheels:
                 return None, ""
             links = "".join(
-                f'<a href="{w.name}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a><br/>\n'
-                for w in wheels
+                f'<a href="{w.name}#sha256={_sha256(w)}">{w.name}</a><br/>\n' for w in wheels
             )
             return f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode(), "text/html"
         if len(parts) == 2 and parts[1] == "simple":

@@ -137,7 +137,8 @@ def test_program_crash_keeps_partial_records_and_says_where(tmp_path: Path) -> N
         import json, sys
         out = sys.argv[sys.argv.index("--out") + 1]
         doc = {{"benchmarks": [{raw()!r}],
-               "context": {{"complete": False, "running": "conv2d_fp32_cpu", "argv": sys.argv[1:]}}}}
+               "context": {{"complete": False, "running": "conv2d_fp32_cpu",
+                            "argv": sys.argv[1:]}}}}
         json.dump(doc, open(out, "w"))
         sys.exit(3)
         """,

@@ -1,4 +1,5 @@
-"""The compat suite (compat_tests/) run as envlab runs it: in a real env and with planted failures."""
+"""The compat suite (compat_tests/) run as envlab runs it:
+in a real env and with planted failures."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def run_compat_suite(
     pythonpath: Path | None = None,
     timeout: float = 900,
 ) -> dict[str, Any]:
-    """Run the suite as envlab does (cwd a temp dir); return its JSON plus ``returncode``/``output``."""
+    """Run the suite as envlab does (cwd a temp dir);
+    return its JSON plus ``returncode``/``output``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         str(python),
@@ -80,7 +82,8 @@ def run_compat_suite(
         argv, cwd=out.parent, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert out.exists(), (
-        f"the suite wrote no JSON (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+        f"the suite wrote no JSON (exit {done.returncode}):\n"
+        f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
     )
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     data["returncode"] = done.returncode
@@ -260,7 +263,8 @@ def from_numpy(array):
 
 
 def test_planted_numpy2_abi_break_is_named(tmp_path: Path) -> None:
-    """torch < 2.4 with NumPy 2 (a planted fake torch): the interop checks name the break and the fix."""
+    """torch < 2.4 with NumPy 2 (a planted fake torch):
+    the interop checks name the break and the fix."""
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True)
     (fake / "torch" / "__init__.py").write_text(FAKE_OLD_TORCH, encoding="utf-8")
@@ -292,7 +296,8 @@ def test_planted_numpy2_abi_break_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_packages_fail_per_check_not_the_run(tmp_path: Path) -> None:
-    """With torch missing (a planted import failure) every check still reports; none is a collection error."""
+    """With torch missing (a planted import failure) every check still reports;
+    none is a collection error."""
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True)
     (fake / "torch" / "__init__.py").write_text(

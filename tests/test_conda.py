@@ -1,6 +1,11 @@
-"""The conda base path, tested without conda: spec -> commands, virtual packages, lockfile parsing,
-the lab's rules, constraints for the pip layers, and a build through a stand-in micromamba.
-A real conda-lock run is marked `conda` and skipped where no conda executable/channel exists."""
+"""Conda bases with no conda installed: locked and installed with py-rattler from a channel
+generated at test time (tests/localchannel.py), the pip layers from a local index on top.
+
+The channel's python is the interpreter running these tests, relocated into a conda package;
+its numpy is the test environment's PyPI numpy (bundling OpenBLAS) repacked; the stack's Pillow,
+threadpoolctl and pytest are the test environment's own, repacked as wheels. Records that are
+only locked (win-64, MKL, a conda Pillow) are metadata without payload.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,437 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers import ROOT, envlab, make_project
-from localindex import LocalIndexes, serve
+from localchannel import (
+    PY,
+    PYTAG,
+    LocalChannel,
+    conda_noarch_from_wheel,
+    conda_python_package,
+    ensurepip_wheel,
+    python_package_files,
+    serve,
+    wheels_from_installed,
+)
+from localindex import LocalIndexes
+from localindex import serve as serve_index
 
-from envlab.build import conda
+from envlab.build import channels, conda
 from envlab.build.lock import conda_constraints
+from envlab.errors import ChannelUnavailable
+from envlab.outcome import Outcome
 from envlab.results.schema import load
 from envlab.spec.envspec import Matrix
 
 DATA = ROOT / "tests" / "data" / "conda"
 MATRIX = Matrix(ROOT / "envspecs")
-PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+DECLARED = "https://conda.anaconda.org/conda-forge"
+OPENBLAS = ["libblas=*=*openblas", "libcblas=*=*openblas", "liblapack=*=*openblas"]
+BASE = ["python=" + PY, "pip", "numpy", *OPENBLAS]
+SPEC = f"""description = "a stable-conda-shaped env on a local channel"
+python = "{PY}"
+platforms = ["linux-64", "win-64"]
+[unsupported]
+osx-arm64 = "no CUDA on macOS"
+[torch]
+packages = ["torch==2.10.0"]
+index = "torchidx"
+[expect]
+torch-local = "cpu"
+blas = "openblas"
+"""
+# The stack's wheels are the test environment's own, repacked: Linux only for numpy and Pillow and
+# for pytest (whose Windows dependency colorama is not installed here), so win-64 locks the rest.
+# numpy is in the stack as in the real one: the conda base's numpy must be kept, not replaced.
+LINUX = "; sys_platform == 'linux'"
+STACK = [f"numpy{LINUX}", f"pillow{LINUX}", "threadpoolctl", f"pytest{LINUX}"]
+COMPAT = "-k 'numpy_blas_identified or pillow_installed_by_pip or single_pil_provider'"
+
+
+# --------------------------------------------------------------------------- the local channel
+
+
+def _blas(ch: LocalChannel, subdir: str, vendor: str, number: int) -> None:
+    """The BLAS selector packages of one vendor (conda-forge's libblas/libcblas/liblapack)."""
+    build = f"{number}_{subdir.replace('-', '')}_{vendor}"
+    provider = {"openblas": "libopenblas >=0.3.28,<1", "mkl": "mkl >=2024"}[vendor]
+    ch.add("libblas", "3.9.0", build, subdir, [provider], build_number=number)
+    for name in ("libcblas", "liblapack"):
+        ch.add(name, "3.9.0", build, subdir, [f"libblas 3.9.0 {build}"], build_number=number)
+
+
+def _populate(ch: LocalChannel) -> None:
+    ch.add("python", sys.version.split()[0], "h0_0_cpython", "linux-64", [], python_package_files())
+    conda_noarch_from_wheel(ch, ensurepip_wheel(), [])
+    blas = ["libblas >=3.9.0,<4", "libcblas >=3.9.0,<4", "liblapack >=3.9.0,<4"]
+    conda_python_package(ch, "numpy", blas)
+    for subdir in ("linux-64", "win-64"):
+        ch.add("libopenblas", "0.3.28", "h0_0", subdir)
+        ch.add("mkl", "2024.2.2", "h0_0", subdir)
+        _blas(ch, subdir, "openblas", 20)
+        _blas(ch, subdir, "mkl", 20)
+    # numpy built against MKL: a higher build number, so an env without the OpenBLAS pins gets it
+    mkl = [f"python {PY}.*", "mkl >=2024", "libblas >=3.9.0,<4 *mkl"]
+    ch.add("numpy", "2.4.6", f"{PYTAG}_mkl_h0_1", "linux-64", mkl, build_number=1)
+    for subdir in ("linux-64", "win-64"):
+        ch.add("pillow", "12.0.0", f"{PYTAG}h0_0", subdir, [f"python {PY}.*"])
+    ch.add("python", sys.version.split()[0], "h0_0_cpython", "win-64")
+    ch.add("numpy", "2.4.6", f"{PYTAG}h0_0", "win-64", [f"python {PY}.*", *blas])
+
+
+@pytest.fixture(scope="session")
+def channel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("channel")
+    _populate(LocalChannel(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def index_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("index")
+    wheels_from_installed(root / "pypi", ["numpy", "pillow", "threadpoolctl", "pytest"])
+    LocalIndexes(root).add("torchidx", "torch", "2.10.0+cpu")
+    # a newer numpy on the index: only the conda base's pin keeps the stack from taking it
+    LocalIndexes(root).add("pypi", "numpy", "99.0")
+    return root
+
+
+@dataclass
+class Lab:
+    root: Path
+    env: dict[str, str]
+    channel: LocalChannel
+
+    def run(self, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return envlab("--root", str(self.root), *args, env={**self.env, **(extra or {})})
+
+    @property
+    def lockfile(self) -> Path:
+        return self.root / "locks" / "c" / "conda-lock.yml"
+
+    @property
+    def environment(self) -> Path:
+        return self.root / "envspecs" / "c.environment.yml"
+
+
+def _environment(deps: list[str], chans: list[str] | None = None) -> str:
+    return yaml.safe_dump(
+        {"channels": chans or ["conda-forge", "nodefaults"], "dependencies": deps}
+    )
+
+
+@pytest.fixture
+def lab(tmp_path: Path, channel_root: Path, index_root: Path) -> Iterator[Lab]:
+    """A project with env ``c`` (conda base + pip layers), the channel and the index served."""
+    copy = tmp_path / "channel"
+    shutil.copytree(channel_root, copy)  # tests may break their copy of the channel
+    with serve(LocalChannel(copy)) as ch, serve_index(index_root) as idx:
+        root = make_project(
+            tmp_path,
+            indexes={"pypi": idx.url("pypi"), "torchidx": idx.url("torchidx")},
+            envs={"c": SPEC},
+            stack=STACK,
+            copy_suite=True,
+        )
+        (root / "envspecs" / "c.environment.yml").write_text(_environment(BASE))
+        env = {
+            "ENVLAB_CHANNEL_CONDA_FORGE": ch.url,
+            "ENVLAB_CONDA_PKGS_DIR": str(tmp_path / "conda-cache"),
+            "ENVLAB_HOST_ID": "h",
+            "ENVLAB_RUN_ID": "r",
+            "PATH": _path_without_conda(),
+        }
+        yield Lab(root, env, ch)
+
+
+def _path_without_conda() -> str:
+    """PATH less any directory holding a conda executable: the engine must need none."""
+    dirs = os.environ["PATH"].split(os.pathsep)
+    return os.pathsep.join(
+        d for d in dirs if not any((Path(d) / exe).exists() for exe in conda.EXECUTABLES)
+    )
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.conda
+def test_lock_build_verify_and_compat_without_conda(lab: Lab) -> None:
+    done = lab.run("lock")
+    assert done.returncode == 0, done.stdout + done.stderr
+    content = conda.parse_lockfile(lab.lockfile)
+    assert sorted(content.metadata.platforms) == ["linux-64", "win-64"]
+    packages = conda.packages_of(content)
+    linux = {p.name: p for p in packages if p.platform == "linux-64"}
+    win = {p.name: p for p in packages if p.platform == "win-64"}
+    assert set(linux) == {
+        "python",
+        "pip",
+        "numpy",
+        "libblas",
+        "libcblas",
+        "liblapack",
+        "libopenblas",
+    }
+    assert set(win) == set(linux)
+    assert (
+        linux["libblas"].build == "20_linux64_openblas" and linux["numpy"].build == f"{PYTAG}h0_0"
+    )
+    # the lock keeps the declared channel, hashes of the served files, never the mirror's URL
+    for p in packages:
+        assert p.url.startswith(DECLARED + "/") and len(p.sha256 or "") == 64 and p.md5
+    assert linux["pip"].url == f"{DECLARED}/noarch/{linux['pip'].url.rsplit('/', 1)[1]}"
+    for platform in ("linux-64", "win-64"):
+        for layer in ("torch", "stack"):
+            assert (lab.root / "locks" / "c" / f"pylock.{platform}-{layer}.toml").exists()
+    stack = (lab.root / "locks" / "c" / "pylock.linux-64-stack.toml").read_text()
+    # numpy resolved to the conda base's version (not the index's newer 99.0), left to conda
+    assert 'name = "pillow"' in stack and 'name = "numpy"' not in stack
+    assert "numpy-99.0" not in stack
+    assert lab.run("lock", "--check").returncode == 0
+
+    done = lab.run("test", "c", "--pytest-args", COMPAT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = load(lab.root / "reports" / "runs" / "r" / "h" / "c.json")
+    assert result.outcome is Outcome.BUILT, result.reason
+    base = result.build.layers[0]
+    assert base.index == "conda" and base.commands[0].argv[0].startswith("py-rattler ")
+    checks = {c.name: c for c in result.checks}
+    assert checks["numpy-blas"].ok and "openblas" in checks["numpy-blas"].found
+    assert checks["pillow-from-pip"].ok
+    counts = result.compat.counts()
+    assert (counts["passed"], counts["failed"]) == (3, 0), result.compat
+    assert result.facts.distributions["numpy"].installer == "conda"
+    assert result.facts.distributions["pillow"].installer == "uv"
+    _assert_runs_from_prefix(lab.root / ".envlab" / "envs" / "c")
+
+
+def _assert_runs_from_prefix(prefix: Path) -> None:
+    """The relocated interpreter runs from the prefix, with the prefix's libpython loaded."""
+    code = (
+        "import json, sys, ssl, sqlite3; "
+        "maps = [ln.split()[-1] for ln in open('/proc/self/maps') if 'libpython' in ln]; "
+        "print(json.dumps([sys.prefix, sorted(set(maps))]))"
+    )
+    done = subprocess.run(
+        [str(prefix / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
+    )
+    found_prefix, libs = json.loads(done.stdout)
+    assert Path(found_prefix) == prefix
+    assert libs and all(Path(lib).is_relative_to(prefix) for lib in libs), libs
+    record = next((prefix / "conda-meta").glob("python-*.json"))
+    assert json.loads(record.read_text())["name"] == "python"
+
+
+@pytest.mark.conda
+def test_lockfile_round_trips_through_conda_lock(lab: Lab, tmp_path: Path) -> None:
+    """conda-lock's own parser reads the lockfile, and its writer writes it back unchanged."""
+    from conda_lock.lockfile import parse_conda_lock_file, write_conda_lock_file
+
+    assert lab.run("lock", "--platform", "linux-64").returncode == 0
+    parsed = parse_conda_lock_file(lab.lockfile)
+    again = tmp_path / "conda-lock.yml"
+    write_conda_lock_file(parsed, again, metadata_choices=None)
+    assert again.read_text() == lab.lockfile.read_text()
+    text = lab.lockfile.read_text()
+    assert "conda-lock install -n YOURENV conda-lock.yml" in text  # conda-lock's own help text
+    assert yaml.safe_load(text)["version"] == 1  # the layout conda-lock writes (v1 on disk)
+    # both engines agree on the content hash: conda-lock's, for the same virtual packages
+    assert (
+        conda.staleness(Matrix(lab.root / "envspecs").get("c"), lab.environment, lab.lockfile)
+        is None
+    )
+
+
+@pytest.mark.conda
+@pytest.mark.parametrize(
+    ("deps", "message"),
+    [
+        (["python=" + PY, "numpy"], "MKL is locked as the BLAS"),
+        ([*BASE, "pillow"], "pillow 12.0.0 comes from conda; it must come from pip"),
+    ],
+    ids=["mkl-numpy", "conda-pillow"],
+)
+def test_lab_rules_refuse_at_lock_time(lab: Lab, deps: list[str], message: str) -> None:
+    lab.environment.write_text(_environment(deps))
+    done = lab.run("lock", "--platform", "linux-64")
+    assert done.returncode == 1
+    assert (
+        f"c: build-failed: c's conda base breaks the lab's rules: linux-64: {message}"
+        in done.stdout
+    )
+    assert not list((lab.root / "locks").glob("c/*"))  # nothing written, pip layers included
+
+
+@pytest.mark.conda
+def test_stale_conda_lock_is_refused_and_relocked(lab: Lab) -> None:
+    assert lab.run("lock", "--platform", "linux-64").returncode == 0
+    lab.environment.write_text(_environment([*BASE[:-3], "libblas=*=*openblas"]))
+    done = lab.run("lock", "--check")
+    assert done.returncode == 1
+    assert "c/conda-lock.yml (linux-64, win-64) is stale" in done.stdout
+    done = lab.run("test", "c", "--no-compat")
+    assert done.returncode == 2 and "is stale" in done.stderr.splitlines()[-1]
+    done = lab.run("test", "c", "--no-compat", "--relock")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert lab.run("lock", "--check").returncode == 0
+
+
+@pytest.mark.conda
+def test_verify_reports_a_vanished_conda_package_as_gone(lab: Lab) -> None:
+    assert lab.run("lock", "--platform", "linux-64").returncode == 0
+    done = lab.run("lock", "--verify", "--platform", "linux-64")
+    assert done.returncode == 0, done.stdout
+    numpy = next((lab.channel.root / "linux-64").glob(f"numpy-*-{PYTAG}h0_0.tar.bz2"))
+    numpy.unlink()
+    done = lab.run("lock", "--verify", "--platform", "linux-64")
+    assert done.returncode == 1
+    gone = [ln for ln in done.stdout.splitlines() if ln.startswith("GONE")]
+    assert len(gone) == 1 and "c linux-64 conda: numpy 2.4.6" in gone[0] and "HTTP 404" in gone[0]
+
+
+@pytest.mark.conda
+def test_a_tampered_package_fails_the_hash_check(lab: Lab) -> None:
+    assert lab.run("lock", "--platform", "linux-64").returncode == 0
+    pip = next((lab.channel.root / "noarch").glob("pip-*.tar.bz2"))
+    pip.write_bytes(pip.read_bytes() + b"\0")
+    done = lab.run("test", "c", "--no-compat")
+    assert done.returncode == 2
+    assert "c: build-failed: base layer: conda package pip" in done.stderr.splitlines()[-1]
+    result = load(lab.root / "reports" / "runs" / "r" / "h" / "c.json")
+    assert result.outcome is Outcome.BUILD_FAILED
+    assert "conda package pip" in result.reason and "expected sha256" in result.reason
+    assert not (lab.root / ".envlab" / "envs" / "c" / "envlab-build.json").exists()
+
+
+@pytest.mark.conda
+def test_unreachable_channel_makes_both_conda_envs_unavailable(tmp_path: Path) -> None:
+    """The shipped conda envs, their channel pointed at a closed port: one line each, naming the
+    channel and the variable that points it at a mirror."""
+    root = make_project(tmp_path, envs={})
+    for name in ("stable-conda", "brain-encoders"):
+        for suffix in (".toml", ".environment.yml"):
+            shutil.copy(ROOT / "envspecs" / f"{name}{suffix}", root / "envspecs")
+    env = {"ENVLAB_CHANNEL_CONDA_FORGE": "http://127.0.0.1:9", "PATH": _path_without_conda()}
+    done = envlab("--root", str(root), "lock", "--platform", "linux-64", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("stable-conda", "brain-encoders"):
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(f"{name}:")]
+        assert len(lines) == 1
+        assert lines[0].startswith(
+            f"{name}: unavailable: conda channel 'conda-forge' unreachable (http://127.0.0.1:9): "
+        )
+        assert lines[0].endswith(
+            "set ENVLAB_CHANNEL_CONDA_FORGE to a reachable mirror of " + DECLARED
+        )
+    done = envlab(
+        "--root",
+        str(root),
+        "test",
+        "stable-conda",
+        "--no-compat",
+        env={**env, "ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r"},
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("envlab: error: stable-conda: unavailable: conda channel 'conda-forge'")
+    assert "ENVLAB_CHANNEL_CONDA_FORGE" in last
+
+
+@pytest.mark.conda
+@pytest.mark.network
+def test_shipped_conda_env_locks_from_a_reachable_channel(tmp_path: Path) -> None:
+    """With conda-forge (or its mirror, ENVLAB_CHANNEL_CONDA_FORGE) reachable: stable-conda's
+    real conda base locks for both platforms within the lab's rules."""
+    try:
+        channels.probe(channels.channel("conda-forge"), attempts=1)
+    except ChannelUnavailable as exc:
+        pytest.skip(str(exc))
+    root = make_project(tmp_path, envs={}, stack=["rich"])
+    for suffix in (".toml", ".environment.yml"):
+        shutil.copy(ROOT / "envspecs" / f"stable-conda{suffix}", root / "envspecs")
+    done = envlab("--root", str(root), "lock", "stable-conda", "--platform", "linux-64")
+    assert done.returncode == 0, done.stdout + done.stderr
+    packages = conda.read_lockfile(root / "locks" / "stable-conda" / "conda-lock.yml")
+    for platform in ("linux-64", "win-64"):
+        assert conda.rule_violations(packages, platform) == []
+        blas = next(p for p in packages if p.platform == platform and p.name == "libblas")
+        assert "openblas" in (blas.build or "")
+
+
+# --------------------------------------------------------------------------- the conda-lock engine
+
+
+FAKE_MICROMAMBA = """#!/bin/sh
+# Stand-in for micromamba: records its arguments, makes the prefix a plain venv.
+echo "$@" >> "{log}"
+while [ $# -gt 0 ]; do case "$1" in --prefix) prefix="$2"; shift;; esac; shift; done
+exec "{uv}" venv --quiet --python "{python}" "$prefix"
+"""
+
+
+@pytest.mark.conda
+def test_conda_lock_engine_installs_the_rattler_lockfile(lab: Lab, tmp_path: Path) -> None:
+    """Both engines read the same file: a rattler-written lock, installed by (a stand-in)
+    micromamba through the conda-lock engine; without an executable that engine is unavailable."""
+    assert lab.run("lock", "--platform", "linux-64").returncode == 0
+    done = lab.run("test", "c", "--no-compat", "--conda-engine", "conda-lock")
+    assert done.returncode == 2
+    assert "c: unavailable: no conda executable (micromamba, mamba, conda) on PATH" in done.stderr
+    bindir, log = tmp_path / "bin", tmp_path / "micromamba.log"
+    bindir.mkdir()
+    exe = bindir / "micromamba"
+    exe.write_text(FAKE_MICROMAMBA.format(log=log, uv=shutil.which("uv"), python=sys.executable))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    path = f"{bindir}{os.pathsep}{lab.env['PATH']}"
+    done = lab.run("test", "c", "--no-compat", "--conda-engine", "conda-lock", extra={"PATH": path})
+    result = load(lab.root / "reports" / "runs" / "r" / "h" / "c.json")
+    assert result.build.layers[0].commands[0].argv[1:3] == ["create", "--yes"]
+    assert log.read_text().split() == [
+        "create",
+        "--yes",
+        "--prefix",
+        str(lab.root / ".envlab" / "envs" / "c"),
+        "--file",
+        str(lab.lockfile),
+    ]
+    # the stand-in links no conda package: no numpy, so the BLAS check is the one that fails
+    assert done.returncode == 1 and result.outcome is Outcome.VERIFY_FAILED
+    assert result.reason.startswith("numpy-blas: expected numpy/scipy BLAS openblas, found unknown")
+    assert [c.name for c in result.checks if not c.ok] == ["numpy-blas"]
+
+
+@pytest.mark.conda
+def test_conda_lock_install_accepts_the_lockfile(lab: Lab, tmp_path: Path) -> None:
+    """Where a conda executable exists, `conda-lock install` creates the env from the lockfile."""
+    exe = next((shutil.which(x) for x in conda.EXECUTABLES if shutil.which(x)), None)
+    if exe is None:
+        pytest.skip(
+            "no conda executable (micromamba, mamba, conda) on PATH to run conda-lock install"
+        )
+    # declared as its own URL, so conda fetches from the local channel with no mirror variable
+    lab.environment.write_text(_environment(BASE, [lab.channel.url]))
+    assert lab.run("lock", "--platform", "linux-64").returncode == 0
+    prefix = tmp_path / "prefix"
+    done = subprocess.run(
+        ["conda-lock", "install", "--conda", exe, "--prefix", str(prefix), str(lab.lockfile)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (prefix / "bin" / "python").exists()
+
+
+# --------------------------------------------------------------------------- units
 
 
 def test_shipped_conda_envs() -> None:
@@ -35,24 +454,29 @@ def test_shipped_conda_envs() -> None:
         deps = yaml.safe_load(env_file.read_text())["dependencies"]
         assert "libblas=*=*openblas" in deps and not any(str(d).startswith("pillow") for d in deps)
         assert f"python={spec.python}" in deps
+        assert yaml.safe_load(env_file.read_text())["channels"][0] == "conda-forge"
     assert conda.environment_file(MATRIX.dir, MATRIX.get("stable")) is None
     assert [p.name for p in MATRIX.editables(MATRIX.get("brain-encoders"))] == ["amod-encoder"]
 
 
-def test_virtual_packages_for_a_gpu_env() -> None:
-    spec = MATRIX.get("stable-conda")
-    doc = yaml.safe_load(conda.virtual_packages(spec, ["linux-64", "win-64", "osx-arm64"]))
-    assert doc == {
-        "subdirs": {
-            "linux-64": {"packages": {"__cuda": "12.8", "__glibc": "2.28"}},
-            "win-64": {"packages": {"__cuda": "12.8"}},
-        }
+def test_virtual_packages_gpu_and_cpu() -> None:
+    gpu = yaml.safe_load(
+        conda.virtual_packages(MATRIX.get("stable-conda"), ["linux-64", "win-64", "osx-arm64"])
+    )["subdirs"]
+    assert gpu["linux-64"]["packages"] == {
+        "__unix": "0",
+        "__linux": "5.10",
+        "__archspec": "1 x86_64",
+        "__glibc": "2.28",
+        "__cuda": "12.8",
     }
-    with pytest.raises(ValueError, match="not a GPU env"):
-        conda.virtual_packages(MATRIX.get("cpu"), ["linux-64"])
+    assert gpu["win-64"]["packages"] == {"__win": "0", "__archspec": "1 x86_64", "__cuda": "12.8"}
+    assert "__cuda" not in gpu["osx-arm64"]["packages"]
+    cpu = yaml.safe_load(conda.virtual_packages(MATRIX.get("cpu"), ["linux-64"]))["subdirs"]
+    assert "__cuda" not in cpu["linux-64"]["packages"]  # nothing CUDA-only solves into a CPU env
 
 
-def test_lock_command_gpu_vs_cpu(tmp_path: Path) -> None:
+def test_conda_lock_command() -> None:
     gpu = MATRIX.get("stable-conda")
     argv = conda.lock_argv(
         gpu, Path("env.yml"), Path("conda-lock.yml"), Path("/opt/bin/micromamba"), Path("vp.yml")
@@ -60,15 +484,10 @@ def test_lock_command_gpu_vs_cpu(tmp_path: Path) -> None:
     assert argv[:6] == ["conda-lock", "lock", "--file", "env.yml", "--lockfile", "conda-lock.yml"]
     assert argv.count("--platform") == 2 and "osx-arm64" not in argv
     assert "--micromamba" in argv and argv[-2:] == ["--virtual-package-spec", "vp.yml"]
-    assert "--without-cuda" not in argv
-    cpu = MATRIX.get("cpu")
     argv = conda.lock_argv(
-        cpu, Path("env.yml"), Path("conda-lock.yml"), Path("/usr/bin/conda"), None
+        MATRIX.get("cpu"), Path("e"), Path("l"), Path("/usr/bin/conda"), Path("vp.yml")
     )
-    assert argv[-1] == "--without-cuda" and "--virtual-package-spec" not in argv
-    assert argv[argv.index("--conda") + 1] == "/usr/bin/conda"
-    with pytest.raises(ValueError, match="virtual-package spec"):
-        conda.lock_argv(gpu, Path("e"), Path("l"), None, None)
+    assert argv[argv.index("--conda") + 1] == "/usr/bin/conda" and "--without-cuda" not in argv
 
 
 def test_install_commands() -> None:
@@ -90,6 +509,20 @@ def test_install_commands() -> None:
         "/envs/p",
         "l.yml",
     ]
+
+
+def test_channel_mirror_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENVLAB_CHANNEL_CONDA_FORGE", raising=False)
+    ch = channels.channel("conda-forge")
+    assert (ch.url, ch.declared_url, ch.mirrored) == (DECLARED, DECLARED, False)
+    monkeypatch.setenv("ENVLAB_CHANNEL_CONDA_FORGE", "http://mirror.test/cf/")
+    ch = channels.channel("conda-forge")
+    assert ch.url == "http://mirror.test/cf" and ch.env_var == "ENVLAB_CHANNEL_CONDA_FORGE"
+    assert ch.effective(f"{DECLARED}/noarch/a.conda") == "http://mirror.test/cf/noarch/a.conda"
+    assert ch.declared("http://mirror.test/cf/noarch/a.conda") == f"{DECLARED}/noarch/a.conda"
+    own = channels.channel("file:///srv/channels/my-chan")
+    assert own.declared_url == "file:///srv/channels/my-chan"
+    assert own.env_var == "ENVLAB_CHANNEL_MY_CHAN"
 
 
 def test_read_real_format_lockfile() -> None:
@@ -130,133 +563,3 @@ def test_conda_versions_constrain_the_pip_layers() -> None:
         and "ffmpeg" not in pins
     )
     assert conda_constraints(None, "linux-64") == {}
-
-
-def test_no_conda_means_unavailable_and_pip_envs_still_lock(tmp_path: Path) -> None:
-    if any(shutil.which(x) for x in conda.EXECUTABLES):
-        pytest.skip("a conda executable is installed here: this test is about its absence")
-    root = make_project(tmp_path, envs={"c": (ROOT / "envspecs" / "stable-conda.toml").read_text()})
-    shutil.copy(
-        ROOT / "envspecs" / "stable-conda.environment.yml", root / "envspecs" / "c.environment.yml"
-    )
-    done = envlab(
-        "--root",
-        str(root),
-        "test",
-        "c",
-        "--no-compat",
-        env={"ENVLAB_HOST_ID": "h", "ENVLAB_RUN_ID": "r"},
-    )
-    assert done.returncode == 2
-    line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith(
-        "envlab: error: c: unavailable: no conda executable (micromamba, mamba, conda) on PATH: install micromamba"
-    )
-    done = envlab("--root", str(root), "lock", "--platform", "linux-64", env={})
-    assert done.returncode == 0 and "c: unavailable: no conda executable" in done.stdout
-
-
-FAKE_MICROMAMBA = """#!/bin/sh
-# Stand-in for micromamba: records its arguments, makes the prefix a plain venv.
-echo "$@" >> "{log}"
-while [ $# -gt 0 ]; do case "$1" in --prefix) prefix="$2"; shift;; esac; shift; done
-exec "{uv}" venv --quiet --python "{python}" "$prefix"
-"""
-
-
-@pytest.fixture
-def fake_micromamba(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    bindir, log = tmp_path / "bin", tmp_path / "micromamba.log"
-    bindir.mkdir()
-    exe = bindir / "micromamba"
-    exe.write_text(FAKE_MICROMAMBA.format(log=log, uv=shutil.which("uv"), python=sys.executable))
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    yield bindir, log
-
-
-def test_build_on_a_conda_base(tmp_path: Path, fake_micromamba: tuple[Path, Path]) -> None:
-    bindir, log = fake_micromamba
-    spec = (
-        f'description = "c"\npython = "{PY}"\nplatforms = ["linux-64"]\n'
-        '[torch]\npackages = ["torch==2.10.0"]\nindex = "torchidx"\n[stack]\nadd = ["timmish"]\n'
-        '[expect]\ntorch-local = "cpu"\n'
-    )
-    with serve(tmp_path / "index") as idx:
-        _populate(idx)
-        root = make_project(
-            tmp_path,
-            indexes={"pypi": idx.url("pypi"), "torchidx": idx.url("torchidx")},
-            envs={"c": spec},
-            stack=[],
-        )
-        shutil.copy(
-            ROOT / "envspecs" / "stable-conda.environment.yml",
-            root / "envspecs" / "c.environment.yml",
-        )
-        done = envlab(
-            "--root",
-            str(root),
-            "test",
-            "c",
-            "--no-compat",
-            env={
-                "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-                "ENVLAB_HOST_ID": "h",
-                "ENVLAB_RUN_ID": "r",
-            },
-        )
-        assert (
-            done.returncode == 2
-            and "conda base is not locked (locks/c/conda-lock.yml is missing)" in done.stderr
-        )
-        (root / "locks" / "c").mkdir(parents=True)
-        shutil.copy(DATA / "conda-lock.yml", root / "locks" / "c" / "conda-lock.yml")
-        done = envlab(
-            "--root",
-            str(root),
-            "test",
-            "c",
-            "--no-compat",
-            env={
-                "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-                "ENVLAB_HOST_ID": "h",
-                "ENVLAB_RUN_ID": "r",
-            },
-        )
-        assert done.returncode == 0, done.stderr
-    result = load(root / "reports" / "runs" / "r" / "h" / "c.json")
-    base = result.build.layers[0]
-    assert base.index == "conda" and base.commands[0].argv[1:3] == ["create", "--yes"]
-    assert log.read_text().split()[:5] == [
-        "create",
-        "--yes",
-        "--prefix",
-        str(root / ".envlab" / "envs" / "c"),
-        "--file",
-    ]
-    assert result.facts["distributions"]["torch"]["version"] == "2.10.0+cpu"
-    assert (
-        json.loads((root / ".envlab" / "envs" / "c" / "envlab-build.json").read_text())["key"]
-        == result.build.build_key
-    )
-
-
-def _populate(idx: LocalIndexes) -> None:
-    idx.add("torchidx", "torch", "2.10.0+cpu")
-    idx.add("pypi", "timmish", "1.0", ["torch>=2"])
-
-
-@pytest.mark.conda
-@pytest.mark.network
-def test_real_conda_lock(tmp_path: Path) -> None:
-    """With conda/micromamba and a reachable channel: lock stable-conda for real and check the rules."""
-    root = make_project(
-        tmp_path,
-        envs={"stable-conda": (ROOT / "envspecs" / "stable-conda.toml").read_text()},
-        stack=["rich"],
-    )
-    shutil.copy(ROOT / "envspecs" / "stable-conda.environment.yml", root / "envspecs")
-    done = envlab("--root", str(root), "lock", "stable-conda", "--platform", "linux-64")
-    assert done.returncode == 0, done.stdout + done.stderr
-    packages = conda.read_lockfile(root / "locks" / "stable-conda" / "conda-lock.yml")
-    assert conda.rule_violations(packages, "linux-64") == []

@@ -40,6 +40,8 @@ def base_host(os_family: str = "linux", platform: str = "linux-64") -> detect.Ho
         ("smi/a100.csv", "NVIDIA A100-SXM4-80GB", "8.0", "570.86.15", 81920),
         ("smi/h100.csv", "NVIDIA H100 80GB HBM3", "9.0", "570.124.06", 81559),
         ("smi/rtx5070ti.csv", "NVIDIA GeForce RTX 5070 Ti", "12.0", "580.95.05", 16303),
+        ("smi/gtx970_driver580.csv", "NVIDIA GeForce GTX 970", "5.2", "580.95.05", 4096),
+        ("smi/gtx1080ti_driver535.csv", "NVIDIA GeForce GTX 1080 Ti", "6.1", "535.274.02", 11264),
     ],
 )
 def test_smi_single_gpu(path: str, name: str, cc: str, driver: str, mib: int) -> None:
@@ -102,6 +104,35 @@ def test_old_driver_without_compute_cap_queries_again_and_infers_from_name() -> 
     host = detect.with_gpus(base_host(), scan, "nvidia-smi", knowledge.load())
     assert (host.gpus[0].name, host.gpus[0].compute_capability) == ("Tesla T4", "7.5")
     assert (host.driver, host.max_cuda) == ("470.256.02", "11.4")
+
+
+def test_gtx_1080_ti_on_driver_470_is_read_without_compute_cap() -> None:
+    """An R470 driver's nvidia-smi has no compute_cap: the name gives 6.1, the table CUDA 11.4."""
+    answers = iter(
+        [
+            (6, recorded("smi/gtx1080ti_driver470_query.txt")),
+            (0, recorded("smi/gtx1080ti_driver470_nocc.csv")),
+        ]
+    )
+    scan = detect.scan_smi(lambda argv: next(answers))
+    host = detect.with_gpus(base_host(), scan, "nvidia-smi", knowledge.load())
+    (gpu,) = host.gpus
+    assert (gpu.name, gpu.compute_capability, gpu.memory_mib) == (
+        "NVIDIA GeForce GTX 1080 Ti",
+        "6.1",
+        11178,
+    )
+    assert gpu.cc_source is not None and gpu.cc_source.startswith("inferred from the name")
+    assert (host.driver, host.max_cuda) == ("470.256.02", "11.4")
+
+
+def test_smi_mixed_blackwell_and_pascal_box() -> None:
+    scan = detect.parse_smi_csv(recorded("smi/mixed_blackwell_pascal.csv"))
+    assert [(g.index, g.name, g.compute_capability) for g in scan.gpus] == [
+        (0, "NVIDIA GeForce RTX 5070 Ti", "12.0"),
+        (1, "NVIDIA GeForce GTX 1080 Ti", "6.1"),
+    ]
+    assert scan.driver == "580.95.05" and scan.problems == ()
 
 
 def test_smi_missing_and_failing_exit_codes() -> None:
@@ -225,6 +256,15 @@ def test_nvml_h100() -> None:
     )
     assert (scan.driver, scan.cuda_driver, scan.problems) == ("570.124.06", "12.8", ())
     assert module.shutdown
+
+
+def test_nvml_gtx_1080_ti_on_driver_470() -> None:
+    scan = detect.scan_nvml(fake_nvml("gtx1080ti_driver470.json"))
+    assert scan.gpus == (
+        detect.GpuFacts(0, "NVIDIA GeForce GTX 1080 Ti", "6.1", "470.256.02", 11178, "driver"),
+    )
+    host = detect.with_gpus(base_host(), scan, "nvml", knowledge.load())
+    assert (host.driver, host.max_cuda) == ("470.256.02", "11.4")
 
 
 def test_nvml_lost_gpu_keeps_the_others() -> None:

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.network]
 
 @pytest.fixture(scope="module")
 def work(stable_env: dict[str, str]) -> dict[str, str]:
-    """The session's stable env (built from its lock by the `stable_env` fixture) and its directories."""
+    """The session's stable env (built from its lock by the `stable_env` fixture)
+    and its directories."""
     return {k: v for k, v in stable_env.items() if k != "ENVLAB_RUN_ID"}
 
 
@@ -25,7 +26,8 @@ def result(work: dict[str, str], run: str, env: str = "stable"):
 
 
 def test_stable_end_to_end(work: dict[str, str]) -> None:
-    """Verify, compat suite and quick benchmarks in the real env; the build itself is the fixture's."""
+    """Verify, compat suite and quick benchmarks in the real env;
+    the build itself is the fixture's."""
     done = envlab(
         "--root",
         str(ROOT),
@@ -47,7 +49,7 @@ def test_stable_end_to_end(work: dict[str, str]) -> None:
         "matches-lock",
         "torchaudio-matches-torch",
     } <= names
-    assert r.facts["torch"]["version"] == "2.10.0+cu128" and r.facts["torch"]["cuda"] == "12.8"
+    assert r.facts.torch.version == "2.10.0+cu128" and r.facts.torch.cuda == "12.8"
     assert [layer.name for layer in r.build.layers] == ["base", "torch", "stack"]
     built = result(work, "build")  # the fixture's run built it from the committed lock
     assert (
@@ -60,7 +62,7 @@ def test_stable_end_to_end(work: dict[str, str]) -> None:
     assert len(r.compat.tests) >= 61 and counts["failed"] == 0, [
         t for t in r.compat.tests if t.outcome == "failed"
     ]
-    if not r.facts["torch"].get("cuda_available"):
+    if not r.facts.torch.cuda_available:
         skipped = [t for t in r.compat.tests if t.outcome == "skipped"]
         assert skipped and all(
             t.gpu and t.skip_reason and "no CUDA device" in t.skip_reason for t in skipped

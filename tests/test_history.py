@@ -91,3 +91,25 @@ def test_queries(tmp_path: Path) -> None:
         row = latest[0]
         assert row.torch == "2.10.0+cu128" and row.torch_cuda == "12.8" and row.n_skipped == 6
         assert h.distributions([row.rid])[row.rid]["numpy"] == f.BASE_DISTS["numpy"]
+
+
+def test_latest_with_benchmarks_skips_later_results_without_them(tmp_path: Path) -> None:
+    """A later session that ran no benchmarks (or did not build) leaves the earlier ones current."""
+    rng = random.Random(5)
+    with History(tmp_path / "h.sqlite") as h:
+        h.ingest(
+            [
+                f.result(run=0, env="stable", benchmarks=f.default_benchmarks(rng, "stable")),
+                f.result(run=1, env="stable"),
+                f.result(run=1, env="latest", benchmarks=f.default_benchmarks(rng, "latest")),
+                f.result(run=2, env="latest", outcome="build-failed", reason="conflict"),
+                f.unavailable(2, "cpu"),
+            ]
+        )
+        latest = {(r.env, r.run_id) for r in h.latest_with_benchmarks()}
+        assert latest == {("stable", f.run_id(0)[0]), ("latest", f.run_id(1)[0])}
+        assert {(r.env, r.run_id) for r in h.latest_per_pair()} == {
+            ("stable", f.run_id(1)[0]),
+            ("latest", f.run_id(2)[0]),
+            ("cpu", f.run_id(2)[0]),
+        }

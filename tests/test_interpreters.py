@@ -1,4 +1,4 @@
-"""Finding the requested Python: the base interpreter (not a venv's), and a useful error when absent."""
+"""Finding the requested Python: the base interpreter (not a venv's); a useful error when absent."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Layered builds against local indexes on 127.0.0.1 holding small generated wheels.
 
-Proves the seed's failure for real: with pip's merged-index strategy (``--extra-index-url``) a
-transitive dependency gets the wrong torch; with envlab's layers it gets the declared one; a
-clobbered torch is caught by verification; unreachable indexes and missing wheels are reported.
+Proves the dependency-confusion failure for real: with pip's merged-index strategy
+(``--extra-index-url``) a transitive dependency gets the wrong torch; with envlab's layers it gets
+the declared one; a clobbered torch is caught by verification; unreachable indexes and missing
+wheels are reported.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def only_result(root: Path) -> dict:
 def test_extra_index_url_lets_a_transitive_dependency_pick_the_wrong_torch(
     indexes: LocalIndexes, tmp_path: Path
 ) -> None:
-    """pip's strategy merges all indexes and takes the best version anywhere: the seed's bug."""
+    """pip's strategy merges all indexes and takes the best version anywhere: the classic bug."""
     argv = [
         "uv",
         "pip",

@@ -1,4 +1,4 @@
-"""Lockfiles against local indexes: golden content, stale detection, exact installs, drift, tampering, diff."""
+"""Lockfiles on local indexes: golden content, staleness, exact installs, drift, tampering, diff."""
 
 from __future__ import annotations
 
@@ -130,8 +130,12 @@ def test_build_from_lock_installs_exactly_the_locked_set(setup) -> None:
     for layer in result.build.layers[1:]:
         argv = layer.commands[0].argv
         assert "-r" in argv and Path(argv[argv.index("-r") + 1]).name.startswith("pylock.linux-64-")
-    installed = {n: d["version"] for n, d in result.facts["distributions"].items()}
-    assert installed == {"filelock": "3.0", "torch": "2.10.0+cpu", "numpy": "2.0", "timmish": "1.0"}
+    assert result.facts.versions() == {
+        "filelock": "3.0",
+        "torch": "2.10.0+cpu",
+        "numpy": "2.0",
+        "timmish": "1.0",
+    }
 
 
 def test_a_changed_file_hash_refuses_the_install(setup) -> None:
@@ -143,8 +147,8 @@ def test_a_changed_file_hash_refuses_the_install(setup) -> None:
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert (
-        "build-failed: stack layer: a downloaded file does not match its locked hash, install refused"
-        in last
+        "build-failed: stack layer: a downloaded file does not match its locked hash, "
+        "install refused" in last
     )
     assert not (root / ".envlab" / "envs" / "demo").exists()
 
@@ -155,7 +159,7 @@ def test_drift_reports_vanished_files(setup) -> None:
     assert "0 gone, 0 unreachable (network)" in lock_ok(root, env, "--verify")
     idx.remove(
         "torchidx", "torch", "2.10.0+cpu"
-    )  # the index drops a wheel (seed 002's torch==2.1.2+cu118)
+    )  # the index drops a wheel (as torch==2.1.2+cu118 vanished from cu118)
     done = envlab("--root", str(root), "lock", "--verify", env=env)
     assert done.returncode == 1
     gone = [ln for ln in done.stdout.splitlines() if ln.startswith("GONE")]
@@ -188,8 +192,8 @@ def test_unreachable_index_is_reported_and_others_still_lock(setup) -> None:
     env = {**env, "ENVLAB_INDEX_TORCHIDX": "http://127.0.0.1:9/simple"}
     out = lock_ok(root, env)
     assert (
-        "demo linux-64: unavailable: torch layer: index 'torchidx' (http://127.0.0.1:9/simple) unreachable"
-        in out
+        "demo linux-64: unavailable: torch layer: index 'torchidx' (http://127.0.0.1:9/simple) "
+        "unreachable" in out
     )
     assert (root / "locks" / "other" / "pylock.linux-64-torch.toml").exists()
     assert not (root / "locks" / "demo").exists()

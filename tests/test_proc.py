@@ -1,4 +1,5 @@
-"""The one subprocess wrapper: logs the quoted command, captures output, typed error with the code."""
+"""The one subprocess wrapper: logs the quoted command, captures output,
+typed error with the code."""
 
 from __future__ import annotations
 

@@ -1,10 +1,14 @@
-"""The result schema: versioned, validated on read, written atomically; bad files are reported, not fatal."""
+"""The result schema: versioned, validated on read, written atomically.
+
+Bad files are reported, not fatal; the probe's facts are typed and write back with their keys.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import factories as f
 import pytest
 
 from envlab.errors import ResultError
@@ -67,6 +71,62 @@ def test_invalid_field_names_the_field() -> None:
     doc["surprise"] = 1
     with pytest.raises(ResultError, match=r"field 'surprise'"):
         parse(json.dumps(doc), "x.json")
+
+
+def test_existing_facts_parse_to_the_typed_model_and_write_back_unchanged() -> None:
+    doc = json.loads(result().to_json())
+    doc["facts"] = f.probe_document()
+    parsed = parse(json.dumps(doc), "x.json")
+    facts = parsed.facts
+    assert (facts.torch.version, facts.torch.cuda, facts.torch.cudnn) == (
+        "2.10.0+cu128",
+        "12.8",
+        91002,
+    )
+    assert facts.torch.devices[0].compute_capability == "9.0"
+    assert facts.torchaudio.error and facts.torchaudio.version is None
+    assert facts.blas.libraries[0].internal_api == "openblas"
+    assert facts.distributions["pillow"].installer == "conda"
+    assert facts.versions()["torch"] == "2.10.0+cu128"
+    # The same keys come back out: no nulls padded in for facts the probe never reported.
+    assert json.loads(parsed.to_json())["facts"] == doc["facts"]
+
+
+def test_partial_and_missing_facts_parse() -> None:
+    doc = json.loads(result().to_json())
+    assert doc["facts"] == {}  # a result with no facts is written as before
+    doc["facts"] = {"torch": {"error": "ImportError: libcudnn.so.9"}}
+    facts = parse(json.dumps(doc)).facts
+    assert facts.torch.error == "ImportError: libcudnn.so.9"
+    assert facts.torch.version is None and facts.torch.arch_flags == []
+    assert facts.python.version is None and facts.distributions == {}
+    assert json.loads(parse(json.dumps(doc)).to_json())["facts"] == doc["facts"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("torch", "cudnn"), "nine", "facts.torch.cudnn"),
+        (("torch", "arch_flags"), "sm_90", "facts.torch.arch_flags"),
+        (("distributions", "torch", "version"), 2, "facts.distributions.torch.version"),
+        (("torch", "surprise"), 1, "facts.torch.surprise"),
+    ],
+)
+def test_facts_of_the_wrong_shape_name_the_field(
+    path: tuple[str, ...], value: object, field: str
+) -> None:
+    doc = json.loads(result().to_json())
+    doc["facts"] = f.probe_document()
+    *parents, last = path
+    target = doc["facts"]
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    with pytest.raises(ResultError) as caught:
+        parse(json.dumps(doc), "x.json")
+    message = str(caught.value)
+    assert message.startswith(f"x.json: field {field!r}: ")
+    assert "\n" not in message
 
 
 def test_scan_skips_corrupt_and_foreign(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Envspec validation: the shipped matrix is valid; bad files fail in one line naming file, field, expected, found."""
+"""Envspec validation: the shipped matrix is valid;
+bad files fail in one line naming file, field, expected, found."""
 
 from __future__ import annotations
 
@@ -125,7 +126,10 @@ def test_bad_spec_is_one_line(tmp_path: Path, text: str, fragments: list[str]) -
 def test_unknown_env_lists_valid_ones() -> None:
     with pytest.raises(
         UnknownEnvError,
-        match=r"unknown env 'stabel': expected one of brain-encoders, cpu, latest, legacy, nightly, stable, stable-conda",
+        match=(
+            r"unknown env 'stabel': expected one of "
+            r"brain-encoders, cpu, latest, legacy, legacy-cu118, nightly, stable, stable-conda"
+        ),
     ):
         Matrix(ROOT / "envspecs").get("stabel")
 

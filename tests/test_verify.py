@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import copy
+import platform
+import sys
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT
 
-from envlab.spec.envspec import Matrix
-from envlab.verify.expectations import check, expected_family, failures, nightly_date, summary
+from envlab import pipeline
+from envlab.results.facts import Facts
+from envlab.results.schema import Check
+from envlab.spec.envspec import EnvSpec, Matrix
+from envlab.verify import expectations
+from envlab.verify.expectations import (
+    expected_family,
+    failures,
+    matches_lock,
+    nightly_date,
+    summary,
+)
 
 MATRIX = Matrix(ROOT / "envspecs")
 ARCH_CU128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
@@ -33,6 +47,16 @@ LAYERS = {
     "torch": {"torch": "2.10.0", "nvidia-cublas-cu12": "12.8.4.1"},
     "stack": {"numpy": "2.3.5"},
 }
+
+
+def check(
+    spec: EnvSpec,
+    facts: dict[str, Any],
+    layer_packages: dict[str, dict[str, str]] | None = None,
+    today: date | None = None,
+) -> list[Check]:
+    """Verify facts written as the probe prints them (validated as pipeline.probe_env does)."""
+    return expectations.check(spec, Facts.model_validate(facts), layer_packages, today)
 
 
 def names(checks: list) -> dict[str, bool]:
@@ -65,10 +89,12 @@ def test_cpu_env_with_a_cuda_torch_fails_naming_the_layer() -> None:
     assert failed["cpu-only-torch"].found == "torch.version.cuda = '12.8'"
 
 
-def test_legacy_expectations_on_a_cu128_build() -> None:
-    failed = {c.name: c for c in failures(check(MATRIX.get("legacy"), FACTS, LAYERS))}
+@pytest.mark.parametrize(("env", "cuda"), [("legacy", "12.6"), ("legacy-cu118", "11.8")])
+def test_legacy_expectations_on_a_cu128_build(env: str, cuda: str) -> None:
+    failed = {c.name: c for c in failures(check(MATRIX.get(env), FACTS, LAYERS))}
     assert (
-        failed["torch-cuda"].expected == "CUDA 11.8" and failed["torch-cuda"].found == "CUDA 12.8"
+        failed["torch-cuda"].expected == f"CUDA {cuda}"
+        and failed["torch-cuda"].found == "CUDA 12.8"
     )
     assert "sm_52 is not covered" in failed["arch-covers-sm_52"].message
     assert "sm_61 is not covered" in failed["arch-covers-sm_61"].message
@@ -94,7 +120,8 @@ def test_mismatched_torchaudio_is_caught() -> None:
     facts["torch"]["version"] = "2.15.0+cu130"
     facts["torchvision"] = {"version": "0.30.0+cu130"}
     facts["torchaudio"] = {
-        "error": "RuntimeError: PyTorch and TorchAudio were compiled with different CUDA versions (13.2 vs 13.0)"
+        "error": "RuntimeError: PyTorch and TorchAudio were compiled with different CUDA versions "
+        "(13.2 vs 13.0)"
     }
     failed = {c.name: c for c in failures(check(MATRIX.get("latest"), facts, {}))}
     assert list(failed) == ["torchaudio-matches-torch"]
@@ -136,3 +163,68 @@ def test_pillow_from_conda_fails(pillow_installer: str) -> None:
     facts["distributions"]["pillow"]["installer"] = pillow_installer
     failed = {c.name: c for c in failures(check(MATRIX.get("stable"), facts, LAYERS))}
     assert failed["pillow-from-pip"].found == "installer conda"
+
+
+def test_a_crashed_probe_is_the_only_check() -> None:
+    crashed = {"probe_error": "Traceback (most recent call last):\n  ...\nMemoryError: boom"}
+    checks = check(MATRIX.get("stable"), crashed, LAYERS)
+    assert [(c.name, c.ok, c.message) for c in checks] == [("probe", False, "MemoryError: boom")]
+
+
+def test_every_check_is_a_small_documented_function() -> None:
+    for fn in expectations.GATES + expectations.CHECKS:
+        doc = fn.__doc__ or ""
+        assert doc and "\n" not in doc.strip(), f"{fn.__name__}: one-line docstring"
+
+
+def test_matches_lock_names_extra_missing_and_moved() -> None:
+    facts = Facts.model_validate(FACTS)
+    locked = {n: d["version"] for n, d in FACTS["distributions"].items()}
+    assert matches_lock(facts, locked).ok
+    locked.pop("pillow")
+    locked["numpy"] = "2.2.0"
+    locked["scipy"] = "1.16.0"
+    lock = matches_lock(facts, locked)
+    assert not lock.ok and lock.layer == "stack"
+    assert lock.found == (
+        "not locked: pillow; missing: scipy; other version: numpy 2.3.5 (locked 2.2.0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "found"),
+    [
+        (
+            "print('{not json')",
+            "probe printed unreadable facts (exit 0): the document: Invalid JSON",
+        ),
+        (
+            "import json; print(json.dumps({'torch': {'version': 3}}))",
+            "probe printed unreadable facts (exit 0): torch.version: Input should be a valid str",
+        ),
+        (
+            "import sys; print('Fatal Python error: init', file=sys.stderr); sys.exit(3)",
+            "probe printed no facts (exit 3): Fatal Python error: init",
+        ),
+    ],
+)
+def test_a_probe_printing_garbage_yields_a_probe_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, found: str
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(script + "\n", encoding="utf-8")
+    monkeypatch.setattr(pipeline, "PROBE", probe)
+    facts = pipeline.probe_env(Path(sys.executable))
+    assert facts.probe_error and facts.probe_error.startswith(found)
+    assert facts.model_dump(mode="json") == {"probe_error": facts.probe_error}
+    checks = expectations.check(MATRIX.get("stable"), facts)
+    assert [(c.name, c.ok) for c in checks] == [("probe", False)]
+
+
+def test_the_real_probe_output_validates() -> None:
+    """The probe run by this interpreter: whatever it finds (torch or not) fits the model."""
+    facts = pipeline.probe_env(Path(sys.executable))
+    assert facts.probe_error is None
+    assert facts.python.version == platform.python_version()
+    assert facts.torch.version or facts.torch.error
+    assert "pytest" in facts.distributions

@@ -2,7 +2,9 @@
 
 Generates valid result documents into a temporary directory, then times: the first report (cold:
 ingest every file into a fresh history database, then build the report), a second report (warm:
-nothing new to ingest), and the regression check. Usage: ``python tools/bench_report.py [--runs N]``.
+nothing new to ingest), and the regression check.
+
+Usage: ``python tools/bench_report.py [--runs N]``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 import factories as f
 
 from envlab.report import regress, render
+from envlab.report.judge import JudgeOptions
 from envlab.results.store import Store
 
 ENVS = ("stable", "latest", "nightly", "cpu", "legacy")
@@ -65,14 +68,7 @@ def main() -> int:
             timings[label] = time.perf_counter() - t
         t = time.perf_counter()
         regress.main(
-            runs_dir,
-            db,
-            baseline=None,
-            window=None,
-            threshold=1.10,
-            alpha=0.01,
-            persist=1,
-            out_md=out_dir / "regressions.md",
+            runs_dir, db, options=JudgeOptions(), baseline=None, out_md=out_dir / "regressions.md"
         )
         timings["regress (warm)"] = time.perf_counter() - t
         print(

@@ -3,7 +3,8 @@
 No conda channel is reachable where envlab is developed, so `conda-lock lock` cannot run there.
 These files are written by conda-lock's writer from package records typed in by hand (real
 conda-forge names, versions and builds; the md5/sha256 values are placeholders derived from the
-URL, not the packages' real hashes). Regenerate on request only: `python tools/make_conda_testdata.py`.
+URL, not the packages' real hashes). Regenerate on request only:
+`python tools/make_conda_testdata.py`.
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from envlab import pipeline
+from envlab.build.conda import Engine
 from envlab.errors import UserError
 from envlab.log import log
 from envlab.outcome import Outcome
 from envlab.project import Project
+from envlab.report import judge
 from envlab.results.schema import Host, Result, new_run_id
 from envlab.run.bench import BenchMode
 from envlab.spec.envspec import Matrix
@@ -30,14 +32,11 @@ def _host(project: Project, matrix: Matrix) -> Host:
 
 def _built_arch_flags(project: Project) -> dict[str, list[str]]:
     """Compiled arch lists of the envs already built here (real data beats the knowledge table)."""
-    from envlab.build.layers import cached_facts
-
     found: dict[str, list[str]] = {}
     for env_dir in sorted(project.envs.glob("*")) if project.envs.is_dir() else []:
-        facts = cached_facts(env_dir)
-        flags = ((facts or {}).get("torch") or {}).get("arch_flags")
-        if facts and (facts.get("torch") or {}).get("version"):
-            found[env_dir.name] = list(flags or [])
+        facts = pipeline.cached_facts(env_dir)
+        if facts and facts.torch.version:
+            found[env_dir.name] = list(facts.torch.arch_flags)
     return found
 
 
@@ -52,14 +51,16 @@ def _table(results: list[Result], elapsed: dict[str, float]) -> str:
         compat = f"{counts['passed']}/{counts['failed']}/{counts['skipped']}" if counts else "-"
         if r.compat and r.compat.error:
             compat = "error"
-        torch = ((r.facts.get("torch") or {}).get("version")) or "-"
+        torch = r.facts.torch.version or "-"
         reason = r.reason or ""
         reason = reason if len(reason) <= 90 else reason[:87] + "..."
         rows.append((r.env, r.outcome, torch, compat, f"{elapsed.get(r.env, 0):.0f}s", reason))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1])
+        # every row has the header's columns, so the last cell aside they pair up one to one
+        cells = zip(row[:-1], widths, strict=True)
+        lines.append("  ".join(cell.ljust(w) for cell, w in cells) + "  " + row[-1])
     return "\n".join(lines)
 
 
@@ -101,6 +102,7 @@ def _options(args: argparse.Namespace) -> pipeline.Options:
         bench=getattr(args, "bench", None),
         relock=getattr(args, "relock", False),
         compat_args=shlex.split(getattr(args, "pytest_args", "") or ""),
+        conda_engine=getattr(args, "conda_engine", Engine.RATTLER),
     )
 
 
@@ -128,7 +130,8 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     for s in specs:
         flag = "default" if s.default else "opt-in "
         print(
-            f"{s.name:14} {flag} py{s.python:5} {','.join(s.platforms):22} [{', '.join(s.tags)}] {s.description}"
+            f"{s.name:14} {flag} py{s.python:5} {','.join(s.platforms):22} "
+            f"[{', '.join(s.tags)}] {s.description}"
         )
     return 0
 
@@ -148,7 +151,8 @@ def cmd_test(project: Project, args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(project: Project, args: argparse.Namespace) -> int:
-    """The default envs (or named ones, or --all) end to end, the rest checked for availability, then the report."""
+    """The default envs (or named ones, or --all) end to end, the rest checked for availability,
+    then the report."""
     matrix = Matrix(project.envspecs)
     for name in args.envs:
         matrix.get(name)  # an env named on the command line must exist and be valid
@@ -171,7 +175,9 @@ def cmd_matrix(project: Project, args: argparse.Namespace) -> int:
 def cmd_bench(project: Project, args: argparse.Namespace) -> int:
     matrix = Matrix(project.envspecs)
     matrix.get(args.env)  # unknown or malformed: fail before anything is built
-    options = pipeline.Options(force=args.force, compat=False, bench=BenchMode(args.mode))
+    options = pipeline.Options(
+        force=args.force, compat=False, bench=BenchMode(args.mode), conda_engine=args.conda_engine
+    )
     result = pipeline.run_env(project, matrix, args.env, _run_id(), _host(project, matrix), options)
     pipeline.write(project, result)
     if not result.outcome.has_env:
@@ -183,7 +189,8 @@ def cmd_bench(project: Project, args: argparse.Namespace) -> int:
         noisy = "  NOISY" if b.noisy else ""
         err = f"  ERROR: {b.error}" if b.error else ""
         print(
-            f"{b.name:32} {b.median:12.4g} {b.unit:9} IQR {b.iqr:.3g}  CV {100 * b.cv:.1f}%{peak}{noisy}{err}"
+            f"{b.name:32} {b.median:12.4g} {b.unit:9} IQR {b.iqr:.3g}  CV {100 * b.cv:.1f}%"
+            f"{peak}{noisy}{err}"
         )
     return 1 if any(b.error for b in result.benchmarks) else 0
 
@@ -221,11 +228,8 @@ def cmd_regress(project: Project, args: argparse.Namespace) -> int:
     return regress.main(
         project.runs,
         project.history_db,
+        options=regress.options_from_args(args),
         baseline=args.baseline,
-        window=args.window,
-        threshold=args.threshold,
-        alpha=args.alpha,
-        persist=args.persist,
         out_md=project.reports / "latest" / "regressions.md",
     )
 
@@ -240,6 +244,7 @@ def cmd_doctor(project: Project, args: argparse.Namespace) -> int:
 
 def cmd_lock(project: Project, args: argparse.Namespace) -> int:
     from envlab.build import lock
+    from envlab.hardware import builds
 
     return lock.main(
         project,
@@ -249,13 +254,29 @@ def cmd_lock(project: Project, args: argparse.Namespace) -> int:
         diff=args.diff,
         verify_urls=args.verify,
         platforms=args.platform,
+        conda_engine=args.conda_engine,
+        advise=builds.variant_warnings,
+    )
+
+
+def _conda_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--conda-engine",
+        choices=list(Engine),
+        type=Engine,
+        default=Engine.RATTLER,
+        help="what locks and installs conda bases: rattler (built in, the default) or conda-lock "
+        "(needs a conda/mamba/micromamba executable)",
     )
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="envlab",
-        description="Environment matrix lab for PyTorch/CUDA stacks: lock, build, verify, test, benchmark, report.",
+        description=(
+            "Environment matrix lab for PyTorch/CUDA stacks: "
+            "lock, build, verify, test, benchmark, report."
+        ),
     )
     top.add_argument(
         "--root", type=Path, help="project directory (default: nearest with envspecs/)"
@@ -284,6 +305,7 @@ def parser() -> argparse.ArgumentParser:
         default="",
         help="extra pytest arguments for the compat suite, e.g. '-k blas'",
     )
+    _conda_engine(p)
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser(
@@ -298,6 +320,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict", action="store_true", help="exit 1 unless every env built and verified"
     )
+    _conda_engine(p)
     p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("bench", help="run the benchmarks in an env")
@@ -307,6 +330,7 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--full", dest="mode", action="store_const", const="full")
     p.set_defaults(mode="default")
     p.add_argument("--force", action="store_true")
+    _conda_engine(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("test-host", help="run the compat suite in an existing interpreter")
@@ -321,21 +345,44 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
-        "regress", help="compare the newest run with a baseline; exit 1 on regression"
+        "regress", help="judge the newest run against earlier ones; exit 1 on a regression"
     )
-    p.add_argument("--baseline", help="a run id (default: the previous run)")
+    p.add_argument(
+        "--baseline", help="judge against the results up to this run id (default: all earlier)"
+    )
     p.add_argument(
         "--window",
         type=int,
-        default=5,
-        help="pool the N results before the newest as the baseline (default 5; 1 = the previous result)",
+        default=judge.DEFAULT_WINDOW,
+        help="earlier comparable run medians a benchmark is judged against "
+        f"(default {judge.DEFAULT_WINDOW})",
     )
     p.add_argument(
-        "--threshold", type=float, default=1.10, help="slowdown factor that counts (default 1.10)"
+        "--min-history",
+        type=int,
+        default=judge.DEFAULT_MIN_HISTORY,
+        help="fewer earlier runs than this: speed is reported as insufficient history "
+        f"(default {judge.DEFAULT_MIN_HISTORY})",
     )
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the rank test")
     p.add_argument(
-        "--persist", type=int, default=1, help="runs a slowdown must persist before alerting"
+        "--threshold",
+        type=float,
+        default=judge.DEFAULT_THRESHOLD,
+        help=f"smallest slowdown factor that counts (default {judge.DEFAULT_THRESHOLD:.2f})",
+    )
+    p.add_argument(
+        "--sigmas",
+        type=float,
+        default=judge.DEFAULT_SIGMAS,
+        help="spreads between runs (and within a run) a slowdown must exceed "
+        f"(default {judge.DEFAULT_SIGMAS:g})",
+    )
+    p.add_argument(
+        "--persist",
+        type=int,
+        default=judge.DEFAULT_PERSIST,
+        help="flag a slowdown only when each of the last N comparable runs shows it "
+        f"(default {judge.DEFAULT_PERSIST})",
     )
     p.set_defaults(func=cmd_regress)
 
@@ -351,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="check every locked file is still downloadable"
     )
     p.add_argument("--platform", action="append", help="only this platform (repeatable)")
+    _conda_engine(p)
     p.set_defaults(func=cmd_lock)
     return top
 

@@ -48,6 +48,14 @@ class CondaUnavailable(Unavailable):
     """No conda/micromamba executable: conda-based envs cannot be locked or built here."""
 
 
+class ChannelUnavailable(Unavailable):
+    """A conda channel could not be reached (or does not serve a locked package)."""
+
+    def __init__(self, channel: str, url: str, detail: str, hint: str) -> None:
+        self.channel, self.url, self.detail, self.hint = channel, url, detail, hint
+        super().__init__(f"conda channel {channel!r} unreachable ({url}): {detail}; {hint}")
+
+
 class LockUnavailable(Unavailable):
     """A lock cannot be made or used here (its index is unreachable, a conda base is not locked)."""
 
@@ -92,7 +100,8 @@ class ResultError(UserError):
 
 
 def stopped(outcome: Outcome, message: str) -> UserError:
-    """The error that ends an env with ``outcome`` (for a failure explained from a tool's output)."""
+    """The error that ends an env with ``outcome``
+    (for a failure explained from a tool's output)."""
     kinds: dict[Outcome, type[UserError]] = {
         Outcome.UNAVAILABLE: Unavailable,
         Outcome.BUILD_FAILED: BuildFailed,

@@ -18,7 +18,8 @@ class Outcome(StrEnum):
     EXTERNAL = "external"
     """An interpreter envlab probed and tested but did not build (``test-host``)."""
     VERIFY_FAILED = "verify-failed"
-    """Built, but not what was asked for; still tested, so the report shows what the mismatch breaks."""
+    """Built, but not what was asked for; still tested,
+    so the report shows what the mismatch breaks."""
     BUILD_FAILED = "build-failed"
     """The build was attempted and failed (a resolution conflict, a hash mismatch, a stale lock)."""
     UNAVAILABLE = "unavailable"
@@ -48,7 +49,8 @@ class Outcome(StrEnum):
 
     @property
     def severity(self) -> int:
-        """Sort key for reports: what needs attention first (failed, then healthy, then unavailable)."""
+        """Sort key for reports: what needs attention first
+        (failed, then healthy, then unavailable)."""
         return _SEVERITY[self]
 
     @property

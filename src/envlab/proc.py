@@ -1,4 +1,5 @@
-"""The one subprocess wrapper: argv lists, the quoted command logged, output captured and shown on failure."""
+"""The one subprocess wrapper: argv lists, the quoted command logged,
+output captured and shown on failure."""
 
 from __future__ import annotations
 

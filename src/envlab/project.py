@@ -1,4 +1,5 @@
-"""Where a project's files live: envspecs/, locks/, compat_tests/, benchmarks/, reports/, .envlab/."""
+"""Where a project's files live:
+envspecs/, locks/, compat_tests/, benchmarks/, reports/, .envlab/."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class Project:
             if (candidate / "envspecs").is_dir():
                 return cls(candidate)
         raise UserError(
-            f"expected to run inside an envlab project (a directory with envspecs/), found none above {here}"
+            "expected to run inside an envlab project (a directory with envspecs/), "
+            f"found none above {here}"
         )
 
     envspecs = property(lambda self: self.root / "envspecs")

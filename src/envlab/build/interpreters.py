@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from envlab.build.uv import Uv
 from envlab.errors import CommandError, InterpreterNotFound
 from envlab.proc import run
 
@@ -23,7 +24,7 @@ class Interpreter:
 
 
 def _quiet(argv: list[str]) -> str | None:
-    """stdout of a probe command, or None if it failed (a missing interpreter is not an error here)."""
+    """stdout of a probe command, or None if it failed (a missing interpreter is no error here)."""
     try:
         done = run(argv, check=False, quiet=True, timeout=30)
     except CommandError:
@@ -53,7 +54,7 @@ def _pyenv_roots() -> list[Path]:
     return [r / "versions" for r in roots if (r / "versions").is_dir()]
 
 
-def candidates(minor: str) -> list[Path]:
+def candidates(minor: str, uv: Uv | None = None) -> list[Path]:
     """Places a ``minor`` interpreter may be, most preferred first (not yet verified)."""
     found: list[Path] = []
     for name in (f"python{minor}",):
@@ -64,11 +65,9 @@ def candidates(minor: str) -> list[Path]:
         for entry in sorted(versions.glob(f"{minor}.*"), reverse=True):
             if re.fullmatch(rf"{re.escape(minor)}\.\d+", entry.name):
                 found.append(entry / "bin" / f"python{minor}")
-    uv = shutil.which("uv")
-    if uv:
-        out = _quiet([uv, "python", "find", "--no-config", "--no-python-downloads", minor])
-        if out:
-            found.append(Path(out.splitlines()[-1]))
+    known = (uv or Uv()).python_find(minor)
+    if known:
+        found.append(known)
     for exe_name in ("python3", "python"):
         exe = shutil.which(exe_name)
         if exe:
@@ -76,10 +75,13 @@ def candidates(minor: str) -> list[Path]:
     return found
 
 
-def find(minor: str) -> Interpreter:
-    """The first working interpreter of version ``minor``; else an error listing what was found."""
+def find(minor: str, uv: Uv | None = None) -> Interpreter:
+    """The first working interpreter of version ``minor``; else an error listing what was found.
+
+    ``uv`` is asked for the interpreters it knows of (default: the real uv).
+    """
     seen: dict[str, str] = {}
-    for path in candidates(minor):
+    for path in candidates(minor, uv):
         if not path.exists():
             continue
         found = _identify(path)

@@ -1,6 +1,6 @@
-"""Layered env builds with uv: base venv -> torch layer -> stack layer -> [nightly forced reinstall].
+"""Layered env builds with uv: base venv -> torch layer -> stack layer -> [nightly reinstall].
 
-Rules enforced here (design rules 1, 2, 3, 5):
+Rules enforced here:
 - the torch layer comes from the env's torch index only (``--index-url``, never an extra index);
 - the stack is resolved with the installed torch layer pinned as constraints, so a stack package
   that needs another torch is a resolution error naming that package, not a silent swap;
@@ -9,7 +9,7 @@ Rules enforced here (design rules 1, 2, 3, 5):
 
 An env is built in a partial directory and renamed into place only when every layer succeeded,
 so an interrupted build is never reused. An env whose build key (spec, requirements, index URLs,
-interpreter, lock) is unchanged is reused.
+interpreter, lock) is unchanged is reused. Every uv command goes through ``build.uv.Uv``.
 """
 
 from __future__ import annotations
@@ -22,22 +22,25 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from envlab.build import conda, interpreters
+from envlab.build import conda, interpreters, rattler_engine
+from envlab.build.uv import UNSET_FOR_UV, Uv
 from envlab.errors import (
+    BuildFailed,
     CommandError,
-    CondaUnavailable,
     IndexUnavailable,
+    Unavailable,
     UnsupportedPlatform,
-    UserError,
 )
 from envlab.fsutil import atomic_write_json, stable_hash
 from envlab.log import log
 from envlab.outcome import LayerStatus, Outcome
-from envlab.proc import run
+from envlab.proc import Completed, run
 from envlab.results.schema import BuildRecord, Command, LayerRecord
 from envlab.spec import indexes, platforms
 from envlab.spec.envspec import EnvSpec, Matrix
@@ -45,27 +48,8 @@ from envlab.spec.envspec import EnvSpec, Matrix
 BUILD_FORMAT = 1  # bump when the layout of a built env changes
 MARKER = "envlab-build.json"
 FACTS = "envlab-facts.json"
-# uv/pip settings from the caller's environment must not add or replace indexes behind our back.
-UNSET_FOR_UV = (
-    "UV_INDEX",
-    "UV_INDEX_URL",
-    "UV_EXTRA_INDEX_URL",
-    "UV_DEFAULT_INDEX",
-    "UV_FIND_LINKS",
-    "UV_INDEX_STRATEGY",
-    "UV_PRERELEASE",
-    "UV_CONSTRAINT",
-    "UV_OVERRIDE",
-    "UV_TORCH_BACKEND",
-    "UV_NO_INDEX",
-    "UV_PYTHON",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_FIND_LINKS",
-    "VIRTUAL_ENV",
-    "CONDA_PREFIX",
-)
 # Packages of the torch layer that are tied to the torch build and must not move in later layers.
+_DIST_INFO = re.compile(r"site-packages/([^/]+)-([^-/]+)\.(?:dist|egg)-info(?:/|$)")
 _BUILD_COUPLED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton.*|nvidia-.*)$")
 
 
@@ -82,10 +66,11 @@ class LayerPlan:
 
 @dataclass(frozen=True)
 class CondaBase:
-    """A conda base layer: the env's environment.yml, locked by conda-lock."""
+    """A conda base layer: the env's environment.yml, locked in conda-lock's format."""
 
     environment: Path
     lockfile: Path
+    engine: conda.Engine = conda.Engine.RATTLER
 
 
 @dataclass(frozen=True)
@@ -98,8 +83,9 @@ class BuildPlan:
     mirrors: list[indexes.Index] = field(default_factory=list)
     conda: CondaBase | None = None
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Hash of every input of the build, lock contents included (read once per plan)."""
         layers = [
             (
                 layer.name,
@@ -110,17 +96,12 @@ class BuildPlan:
             )
             for layer in self.layers
         ]
-        base = (
-            (
-                self.conda.lockfile.read_text(encoding="utf-8")
-                if self.conda.lockfile.exists()
-                else None
-            )
-            if self.conda
-            else (str(self.interpreter.path), self.interpreter.version)
-            if self.interpreter
-            else None
-        )
+        base: object = None
+        if self.conda:
+            lockfile = self.conda.lockfile
+            base = lockfile.read_text(encoding="utf-8") if lockfile.exists() else None
+        elif self.interpreter:
+            base = (str(self.interpreter.path), self.interpreter.version)
         return stable_hash(BUILD_FORMAT, self.spec.spec_hash, self.platform, base, layers)
 
     def indexes(self) -> list[tuple[indexes.Index, str]]:
@@ -142,7 +123,10 @@ class BuildResult:
 
 
 def env_python(env_dir: Path) -> Path:
-    return env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    if sys.platform != "win32":
+        return env_dir / "bin/python"
+    # a conda prefix keeps python.exe at its root on Windows; a venv keeps it in Scripts/
+    return env_dir / ("python.exe" if (env_dir / "conda-meta").is_dir() else "Scripts/python.exe")
 
 
 def check_platform(spec: EnvSpec, platform: str) -> None:
@@ -152,7 +136,8 @@ def check_platform(spec: EnvSpec, platform: str) -> None:
         )
     if platform not in spec.platforms:
         raise UnsupportedPlatform(
-            f"{spec.name} does not declare platform {platform} (declares {', '.join(spec.platforms)})"
+            f"{spec.name} does not declare platform {platform} "
+            f"(declares {', '.join(spec.platforms)})"
         )
 
 
@@ -164,12 +149,16 @@ def plan(
     interpreter: interpreters.Interpreter | None = None,
     locks: dict[str, Path] | None = None,
     conda_base: CondaBase | None = None,
+    uv: Uv | None = None,
 ) -> BuildPlan:
-    """The layers of ``spec`` on ``platform`` (default: this machine's), from ``locks`` where given."""
+    """The layers of ``spec`` on ``platform`` (default: this machine's), from ``locks`` if given.
+
+    ``uv`` is asked for interpreters it knows of when none is given (default: the real uv).
+    """
     platform = platform or platforms.current()
     check_platform(spec, platform)
     if conda_base is None:
-        interpreter = interpreter or interpreters.find(spec.python)
+        interpreter = interpreter or interpreters.find(spec.python, uv)
     idx = matrix.indexes
     locks = locks or {}
     layers = [
@@ -215,156 +204,43 @@ def read_marker(env_dir: Path) -> dict | None:
 
 
 def site_fingerprint(env_dir: Path) -> str:
-    """Hash of the installed distributions' dist-info names (changes when anything is (re)installed)."""
+    """Hash of the installed dist-info names (changes when anything is (re)installed)."""
     names = sorted(p.name for p in env_dir.glob("lib/python*/site-packages/*.dist-info"))
     names += sorted(p.name for p in env_dir.glob("Lib/site-packages/*.dist-info"))
     return stable_hash(names)
 
 
-def reusable(p: BuildPlan) -> BuildRecord | None:
+def reusable(p: BuildPlan) -> BuildResult | None:
+    """The env of ``p`` as it is, if it was completely built from the same inputs."""
     marker = read_marker(p.env_dir)
     if not marker or marker.get("key") != p.key or not env_python(p.env_dir).exists():
         return None
-    record = BuildRecord.model_validate(marker["record"])
-    return record.model_copy(update={"reused": True})
+    record = BuildRecord.model_validate(marker["record"]).model_copy(update={"reused": True})
+    return BuildResult(
+        Outcome.BUILT,
+        record,
+        python=env_python(p.env_dir),
+        layer_packages=marker.get("layer_packages", {}),
+    )
 
 
 # --------------------------------------------------------------------------- building
 
 
-def _uv() -> str:
-    exe = shutil.which("uv")
-    if exe:
-        return exe
-    try:
-        from uv import find_uv_bin  # the PyPI 'uv' package ships the binary
-
-        return find_uv_bin()
-    except Exception:  # noqa: BLE001 - any failure means "not installed"
-        raise UserError(
-            "uv not found: expected the 'uv' executable on PATH (pip install uv)"
-        ) from None
-
-
-def installed(python: Path) -> dict[str, str]:
-    out = run(
-        [_uv(), "pip", "list", "--no-config", "--python", python, "--format", "json"],
-        quiet=True,
-        unset=UNSET_FOR_UV,
-    )
-    return {_norm(d["name"]): d["version"] for d in json.loads(out.output.strip().splitlines()[-1])}
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _layer_argv(
-    layer: LayerPlan,
-    python: Path,
-    constraints: Path | None,
-    work: Path,
-    mirrors: list[indexes.Index],
-) -> list[str]:
-    assert layer.index is not None
-    if layer.lock is not None:
-        return _locked_argv(layer, python, work, mirrors)
-    argv = [
-        _uv(),
-        "pip",
-        "install",
-        "--no-config",
-        "--python",
-        str(python),
-        "--index-url",
-        layer.index.url,
-    ]
-    if layer.pre:
-        argv.append("--prerelease=allow")
-    for name in layer.reinstall:
-        argv += ["--reinstall-package", name]
-    if constraints:
-        argv += ["--constraint", str(constraints)]
-    for path in layer.editables:
-        argv += ["--editable", str(path)]
-    return argv + list(layer.requirements)
-
-
-_MISSING = re.compile(
-    r"(?:no version of|not found in the package registry|no versions? of) ([A-Za-z0-9_.\-]+(?:[=<>!~]=?[^\s,]+)?)"
-)
-_CONFLICT = re.compile(
-    r"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? depends? on (torch[^\s,]*)"
-)
-_HASH = re.compile(
-    r"hash mismatch|Hash mismatch|doesn't match the hash|hashes? (?:do|does) not match",
-    re.IGNORECASE,
-)
-_NETWORK = re.compile(
-    r"(Failed to fetch|error sending request|Connection refused|dns error|timed out|Could not connect)",
-    re.IGNORECASE,
-)
-
-
-def explain_failure(layer: LayerPlan, output: str) -> tuple[Outcome, str]:
-    """(outcome, one-line reason) for a failed layer command."""
-    index = layer.index
-    where = f"index {index.name!r} ({index.url})" if index else "no index"
-    if _HASH.search(output):
-        line = next((ln.strip() for ln in output.splitlines() if _HASH.search(ln)), "hash mismatch")
-        return (
-            Outcome.BUILD_FAILED,
-            f"{layer.name} layer: a downloaded file does not match its locked hash, install refused ({line})",
-        )
-    if _NETWORK.search(output):
-        hint = index.hint() if index else ""
-        return Outcome.UNAVAILABLE, f"{layer.name} layer: {where} unreachable; {hint}"
-    conflict = _CONFLICT.search(output)
-    if conflict and layer.name != "torch":
-        return Outcome.BUILD_FAILED, (
-            f"{layer.name} layer: {conflict.group(1)} requires {conflict.group(2)}, "
-            "which conflicts with the installed torch layer (torch is a layer, never a transitive dependency)"
-        )
-    missing = _MISSING.search(output)
-    if missing:
-        outcome = (
-            Outcome.UNAVAILABLE if layer.name in ("torch", "nightly") else Outcome.BUILD_FAILED
-        )
-        return (
-            outcome,
-            f"{layer.name} layer: wheel missing: {missing.group(1)} is not served by {where}",
-        )
-    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "no output")
-    return Outcome.BUILD_FAILED, f"{layer.name} layer failed: {last}"
-
-
-def _locked_argv(
-    layer: LayerPlan, python: Path, work: Path, mirrors: list[indexes.Index]
-) -> list[str]:
-    """Install exactly the locked files (hashes checked by uv); mirror URLs substituted where set."""
-    assert layer.lock is not None and layer.index is not None
-    text = layer.lock.read_text(encoding="utf-8")
-    for index in mirrors:
-        text = text.replace(index.declared_url + "/", index.url + "/")
-    copy = work / layer.lock.name
-    copy.write_text(text, encoding="utf-8")
-    argv = [
-        _uv(),
-        "pip",
-        "install",
-        "--no-config",
-        "--preview-features",
-        "pylock",
-        "--python",
-        str(python),
-    ]
-    for name in layer.reinstall:
-        argv += ["--reinstall-package", name]
-    return argv + ["-r", str(copy)]
-
-
 def _constraints(packages: dict[str, str]) -> str:
     return "".join(f"{n}=={v}\n" for n, v in sorted(packages.items()) if _BUILD_COUPLED.match(n))
+
+
+def _conda_constraints(p: BuildPlan) -> str:
+    """The conda base's Python packages, pinned: a resolved stack keeps, never replaces them."""
+    if p.conda is None:
+        return ""
+    pins = conda.python_pins(p.conda.lockfile, p.platform)
+    return "".join(f"{n}=={v}\n" for n, v in sorted(pins.items()))
+
+
+def _command(done: Completed) -> Command:
+    return Command(argv=done.argv, returncode=done.returncode, duration_s=round(done.duration_s, 2))
 
 
 def build(
@@ -373,22 +249,19 @@ def build(
     force: bool = False,
     probe_indexes: bool = True,
     on_layer: Callable[[str], None] | None = None,
+    uv: Uv | None = None,
 ) -> BuildResult:
-    """Build (or reuse) the env of ``p``. Never raises for an env-level failure: returns its outcome."""
-    spec = p.spec
+    """Build (or reuse) the env of ``p``; an env-level failure is returned as its outcome.
+
+    ``uv`` runs every uv command (default: the real uv through :func:`envlab.proc.run`).
+    """
     if not force:
-        record = reusable(p)
-        if record is not None:
-            log(f"{spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
-            return BuildResult(
-                Outcome.BUILT,
-                record,
-                python=env_python(p.env_dir),
-                layer_packages=read_marker(p.env_dir).get("layer_packages", {}),
-            )  # type: ignore[union-attr]
-    locks = [str(layer.lock) for layer in p.layers if layer.lock] + (
-        [str(p.conda.lockfile)] if p.conda else []
-    )
+        reused = reusable(p)
+        if reused is not None:
+            log(f"{p.spec.name}: reusing {p.env_dir} (inputs unchanged, key {p.key})")
+            return reused
+    locks = [str(layer.lock) for layer in p.layers if layer.lock]
+    locks += [str(p.conda.lockfile)] if p.conda else []
     interpreter = (
         f"{p.interpreter.path} ({p.interpreter.version})" if p.interpreter else "conda base"
     )
@@ -400,25 +273,32 @@ def build(
     )
     if probe_indexes:
         for index, package in p.indexes():
-            log(f"{spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
+            log(f"{p.spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
             try:
                 indexes.probe(index, package)
             except IndexUnavailable as exc:
-                log(f"{spec.name}: unavailable: {exc}")
+                log(f"{p.spec.name}: unavailable: {exc}")
                 return BuildResult(Outcome.UNAVAILABLE, record, reason=str(exc))
+    return _build_aside(p, record, on_layer, uv or Uv())
+
+
+def _build_aside(
+    p: BuildPlan, record: BuildRecord, on_layer: Callable[[str], None] | None, uv: Uv
+) -> BuildResult:
+    """Build every layer in a partial directory; put it in place (with its marker) when complete."""
     started = time.monotonic()
     parent = p.env_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(f".{spec.name}.partial-*"):
+    for stale in parent.glob(f".{p.spec.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
     # A conda prefix embeds its path, so it is built in place (the marker, written last, says it is
     # complete); a uv venv is relocatable and is built aside, then renamed into place.
-    target = p.env_dir if p.conda else parent / f".{spec.name}.partial-{os.getpid()}"
+    target = p.env_dir if p.conda else parent / f".{p.spec.name}.partial-{os.getpid()}"
     if p.conda:
         shutil.rmtree(target, ignore_errors=True)
     complete = False
     try:
-        result = _build_layers(p, target, record, on_layer)
+        result = _build_layers(p, target, record, on_layer, uv)
         if result.outcome is not Outcome.BUILT:
             return result
         record.duration_s = round(time.monotonic() - started, 2)
@@ -442,27 +322,18 @@ def build(
 
 
 def _build_layers(
-    p: BuildPlan, partial: Path, record: BuildRecord, on_layer: Callable[[str], None] | None
+    p: BuildPlan,
+    partial: Path,
+    record: BuildRecord,
+    on_layer: Callable[[str], None] | None,
+    uv: Uv,
 ) -> BuildResult:
-    spec = p.spec
-    # base
-    t0 = time.monotonic()
-    try:
-        argv, base = _base_layer(p, partial)
-    except CondaUnavailable as exc:
-        return BuildResult(Outcome.UNAVAILABLE, record, reason=f"base layer: {exc}")
-    record.layers.append(base)
-    try:
-        done = run(argv, unset=UNSET_FOR_UV, stream=p.conda is not None)
-        base.commands.append(
-            Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
-        )
-    except CommandError as exc:
-        base.outcome, base.message = LayerStatus.FAILED, str(exc)
-        return BuildResult(Outcome.BUILD_FAILED, record, reason=f"base layer: {exc}")
-    base.duration_s = round(time.monotonic() - t0, 2)
+    failed = _base_layer(p, partial, record, uv)
+    if failed is not None:
+        return failed
     python = env_python(partial)
-    before: dict[str, str] = {}
+    # a conda base brings Python packages of its own: they are no layer's changes
+    before: dict[str, str] = uv.installed(python) if p.conda else {}
     layer_packages: dict[str, dict[str, str]] = {}
     constraints: Path | None = None
     for layer in p.layers:
@@ -484,92 +355,145 @@ def _build_layers(
             f"lock {layer.lock.name}" if layer.lock else f"{len(layer.requirements)} requirement(s)"
         )
         log(
-            f"{spec.name}: layer {layer.name}: {source} from index {layer.index.name!r} ({layer.index.url})"
+            f"{p.spec.name}: layer {layer.name}: {source} "
+            f"from index {layer.index.name!r} ({layer.index.url})"
             + (" [forced reinstall, --pre]" if layer.reinstall else "")
         )
-        argv = _layer_argv(
-            layer, python, constraints if layer.name == "stack" else None, partial, p.mirrors
-        )
-        try:
-            done = run(argv, stream=True, unset=UNSET_FOR_UV)
-            lr.commands.append(
-                Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
-            )
-        except CommandError as exc:
-            lr.commands.append(
-                Command(
-                    argv=exc.argv,
-                    returncode=exc.returncode,
-                    duration_s=round(time.monotonic() - t0, 2),
-                )
-            )
-            outcome, reason = explain_failure(layer, exc.output)
-            lr.outcome = LayerStatus.for_outcome(outcome)
-            lr.message = reason
-            lr.duration_s = round(time.monotonic() - t0, 2)
-            log(f"{spec.name}: {outcome}: {reason}")
+        # only the stack is held to the torch layer; the nightly layer replaces it on purpose
+        pins = constraints if layer.name == "stack" else None
+        failure = _install_layer(layer, lr, python, pins, partial, p.mirrors, uv)
+        lr.duration_s = round(time.monotonic() - t0, 2)
+        if failure is not None:
+            outcome, reason = failure
+            log(f"{p.spec.name}: {outcome}: {reason}")
             return BuildResult(outcome, record, reason=reason)
-        if layer.lock is not None and layer.editables:
-            # locks pin the editables' dependencies; the local projects themselves go on top as-is
-            argv = [_uv(), "pip", "install", "--no-config", "--python", str(python), "--no-deps"]
-            for path in layer.editables:
-                argv += ["--editable", str(path)]
-            try:
-                done = run(argv, unset=UNSET_FOR_UV)
-                lr.commands.append(
-                    Command(argv=done.argv, returncode=0, duration_s=round(done.duration_s, 2))
-                )
-            except CommandError as exc:
-                lr.outcome, lr.message = (
-                    LayerStatus.FAILED,
-                    f"{layer.name} layer: editable install failed: {exc}",
-                )
-                return BuildResult(Outcome.BUILD_FAILED, record, reason=lr.message)
-        after = installed(python)
+        after = uv.installed(python)
         changed = {n: v for n, v in after.items() if before.get(n) != v}
         layer_packages[layer.name] = changed
-        lr.duration_s = round(time.monotonic() - t0, 2)
         log(
-            f"{spec.name}: layer {layer.name}: {len(changed)} package(s) installed or changed in {lr.duration_s:.1f}s"
+            f"{p.spec.name}: layer {layer.name}: {len(changed)} package(s) installed or changed "
+            f"in {lr.duration_s:.1f}s"
         )
         if layer.name == "torch":
             constraints = partial / "envlab-torch-constraints.txt"
-            constraints.write_text(_constraints(after), encoding="utf-8")
+            text = _constraints(after) + _conda_constraints(p)
+            constraints.write_text(text, encoding="utf-8")
         before = after
     return BuildResult(Outcome.BUILT, record, layer_packages=layer_packages)
 
 
-def _base_layer(p: BuildPlan, target: Path) -> tuple[list[str], LayerRecord]:
-    """The command creating the base (a uv venv, or a conda prefix from its lockfile)."""
+def _install_layer(
+    layer: LayerPlan,
+    lr: LayerRecord,
+    python: Path,
+    constraints: Path | None,
+    work: Path,
+    mirrors: list[indexes.Index],
+    uv: Uv,
+) -> tuple[Outcome, str] | None:
+    """Run the layer's uv command(s), recorded in ``lr``; (outcome, reason) if one failed."""
+    assert layer.index is not None
+    t0 = time.monotonic()
+    try:
+        if layer.lock is not None:
+            done = uv.install_locked(python, layer.lock, work, mirrors, layer.reinstall)
+        else:
+            done = uv.install(
+                python,
+                layer.requirements,
+                index_url=layer.index.url,
+                prerelease=layer.pre,
+                reinstall=layer.reinstall,
+                constraints=constraints,
+                editables=layer.editables,
+            )
+    except CommandError as exc:
+        duration = round(time.monotonic() - t0, 2)
+        lr.commands.append(Command(argv=exc.argv, returncode=exc.returncode, duration_s=duration))
+        outcome, reason = uv.explain_failure(layer.name, layer.index, exc.output)
+        lr.outcome, lr.message = LayerStatus.for_outcome(outcome), reason
+        return outcome, reason
+    lr.commands.append(_command(done))
+    if layer.lock is not None and layer.editables:
+        # locks pin the editables' dependencies; the local projects themselves go on top as-is
+        try:
+            done = uv.install(python, editables=layer.editables, no_deps=True, stream=False)
+        except CommandError as exc:
+            lr.outcome = LayerStatus.FAILED
+            lr.message = f"{layer.name} layer: editable install failed: {exc}"
+            return Outcome.BUILD_FAILED, lr.message
+        lr.commands.append(_command(done))
+    return None
+
+
+def _base_layer(p: BuildPlan, target: Path, record: BuildRecord, uv: Uv) -> BuildResult | None:
+    """Create the base (a uv venv, or a conda prefix from its lockfile); the result if it failed."""
+    t0 = time.monotonic()
+    try:
+        base, create = _base_command(p, target, uv)
+    except Unavailable as exc:
+        return BuildResult(Outcome.UNAVAILABLE, record, reason=f"base layer: {exc}")
+    record.layers.append(base)
+    try:
+        done = create()
+    except (CommandError, BuildFailed, Unavailable) as exc:
+        outcome = exc.outcome or Outcome.BUILD_FAILED
+        base.outcome, base.message = LayerStatus.for_outcome(outcome), str(exc)
+        return BuildResult(outcome, record, reason=f"base layer: {exc}")
+    base.commands.append(_command(done))
+    base.duration_s = round(time.monotonic() - t0, 2)
+    return None
+
+
+def _base_command(
+    p: BuildPlan, target: Path, uv: Uv
+) -> tuple[LayerRecord, Callable[[], Completed]]:
+    """The base layer's record and the command creating it."""
+    if p.conda and p.conda.engine is conda.Engine.RATTLER:
+        lockfile, platform = p.conda.lockfile, p.platform
+        log(f"{p.spec.name}: layer base: conda prefix from {lockfile.name} with py-rattler")
+        base = LayerRecord(name="base", index="conda", requirements=[f"conda-lock {lockfile}"])
+        return base, lambda: rattler_engine.install(lockfile, target, platform)
     if p.conda:
         exe = conda.find_executable()
-        log(f"{p.spec.name}: layer base: conda prefix from {p.conda.lockfile.name} with {exe.name}")
-        return conda.install_argv(exe, p.conda.lockfile, target), LayerRecord(
-            name="base", index="conda", requirements=[f"conda-lock {p.conda.lockfile}"]
-        )
-    assert p.interpreter is not None
+        lockfile = p.conda.lockfile
+        log(f"{p.spec.name}: layer base: conda prefix from {lockfile.name} with {exe.name}")
+        argv = conda.install_argv(exe, lockfile, target)
+        base = LayerRecord(name="base", index="conda", requirements=[f"conda-lock {lockfile}"])
+        # not uv, but the caller's index settings and active env must not reach it either
+        return base, lambda: run(argv, unset=UNSET_FOR_UV, stream=True)
+    interpreter = p.interpreter
+    assert interpreter is not None
     log(
-        f"{p.spec.name}: layer base: uv venv with Python {p.interpreter.version} ({p.interpreter.path})"
+        f"{p.spec.name}: layer base: uv venv with Python {interpreter.version} ({interpreter.path})"
     )
-    argv = [
-        _uv(),
-        "venv",
-        "--no-config",
-        "--relocatable",
-        "--python",
-        str(p.interpreter.path),
-        str(target),
-    ]
-    return argv, LayerRecord(name="base", requirements=[f"python=={p.interpreter.version}"])
+    base = LayerRecord(name="base", requirements=[f"python=={interpreter.version}"])
+    return base, lambda: uv.venv(target, interpreter.path)
 
 
 def _swap_into_place(partial: Path, final: Path) -> None:
-    """Replace ``final`` by ``partial`` (the old env is removed only once the new one is complete)."""
+    """Replace ``final`` by ``partial``, removing the old env only once the new one is complete."""
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     if final.exists():
         final.rename(old)
     partial.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def conda_distributions(env_dir: Path) -> dict[str, str]:
+    """Python distributions the conda base installed ({canonical name: version}), read from the
+    files its conda-meta records list (conda names are not PyPI's: python-tzdata is tzdata)."""
+    found: dict[str, str] = {}
+    for record in sorted((env_dir / "conda-meta").glob("*.json")):
+        try:
+            files = json.loads(record.read_text(encoding="utf-8")).get("files", [])
+        except (OSError, ValueError):
+            continue
+        for path in files:
+            match = _DIST_INFO.search(path)
+            if match:
+                found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
 
 
 def save_facts(env_dir: Path, facts: dict) -> None:

@@ -19,20 +19,18 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.version import InvalidVersion, Version
+from packaging.utils import canonicalize_name
 
-from envlab.build import conda
-from envlab.build.layers import (
-    UNSET_FOR_UV,
-    LayerPlan,
-    _uv,
-    check_platform,
-    explain_failure,
-)
+from envlab.build import channels, conda, rattler_engine
+from envlab.build.conda import Engine
+from envlab.build.layers import check_platform
+from envlab.build.uv import Uv
 from envlab.errors import BuildFailed, CommandError, LockError, Unavailable, stopped
 from envlab.fsutil import atomic_write_text, read_toml, stable_hash
 from envlab.log import log
@@ -72,16 +70,12 @@ def lock_path(project: Project, env: str, platform: str, layer: str) -> Path:
     return project.locks / env / f"pylock.{platform}-{layer}.toml"
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def conda_lock_path(project: Project, env: str) -> Path:
     return project.locks / env / "conda-lock.yml"
 
 
 def input_hash(matrix: Matrix, spec: EnvSpec, platform: str) -> str:
-    """Hash of everything that decides a lock's content (a conda base's environment.yml included)."""
+    """Hash of everything that decides a lock's content (a conda base's environment.yml too)."""
     used = sorted(
         {spec.torch.index_for(platform), spec.stack.index}
         | ({spec.nightly.index} if spec.nightly else set())
@@ -97,39 +91,51 @@ def input_hash(matrix: Matrix, spec: EnvSpec, platform: str) -> str:
     )
 
 
-def lock_conda_base(project: Project, spec: EnvSpec, environment: Path) -> Path:
-    """Run conda-lock for the env's conda base (all its platforms) into locks/<env>/conda-lock.yml."""
-    exe = conda.find_executable()
+def lock_conda_base(
+    project: Project, spec: EnvSpec, environment: Path, engine: Engine = Engine.RATTLER
+) -> Path:
+    """Lock the env's conda base (all its platforms) into locks/<env>/conda-lock.yml.
+
+    Either engine's result is checked against the lab's rules before anything is written.
+    """
     target = conda_lock_path(project, spec.name)
+    if engine is Engine.RATTLER:
+        content = rattler_engine.lock(spec, environment, target)
+        _check_conda_rules(spec, conda.packages_of(content))
+        rattler_engine.write(content, target)
+    else:
+        _conda_lock_cli(spec, environment, target)
+    log(f"{spec.name}: conda base locked in {target.relative_to(project.root)} ({engine})")
+    return target
+
+
+def _check_conda_rules(spec: EnvSpec, packages: list[conda.LockedPackage]) -> None:
+    problems = [
+        p
+        for platform in conda.conda_platforms(spec)
+        for p in conda.rule_violations(packages, platform)
+    ]
+    if problems:
+        raise LockError(f"{spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}")
+
+
+def _conda_lock_cli(spec: EnvSpec, environment: Path, target: Path) -> None:
+    """`conda-lock lock` with a conda executable, into a staged copy written when it passes."""
+    exe = conda.find_executable()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="envlab-conda-lock-") as tmp:
-        vpkg = None
-        if conda.is_gpu(spec):
-            vpkg = Path(tmp) / "virtual-packages.yml"
-            vpkg.write_text(
-                conda.virtual_packages(spec, conda.conda_platforms(spec)), encoding="utf-8"
-            )
+        vpkg = Path(tmp) / "virtual-packages.yml"
+        vpkg.write_text(conda.virtual_packages(spec, conda.conda_platforms(spec)), encoding="utf-8")
         staged = Path(tmp) / "conda-lock.yml"
         if target.exists():
-            staged.write_bytes(
-                target.read_bytes()
-            )  # conda-lock updates an existing lockfile in place
+            # conda-lock updates an existing lockfile in place
+            staged.write_bytes(target.read_bytes())
         try:
             run(conda.lock_argv(spec, environment, staged, exe, vpkg), stream=True)
         except CommandError as exc:
             raise LockError(f"conda-lock failed for {spec.name} (exit {exc.returncode})") from None
-        problems = [
-            p
-            for platform in conda.conda_platforms(spec)
-            for p in conda.rule_violations(conda.read_lockfile(staged), platform)
-        ]
-        if problems:
-            raise LockError(
-                f"{spec.name}'s conda base breaks the lab's rules: {'; '.join(problems)}"
-            )
+        _check_conda_rules(spec, conda.read_lockfile(staged))
         atomic_write_text(target, staged.read_text(encoding="utf-8"))
-    log(f"{spec.name}: conda base locked in {target.relative_to(project.root)}")
-    return target
 
 
 def read(path: Path) -> LayerLock:
@@ -138,7 +144,8 @@ def read(path: Path) -> LayerLock:
     meta = (data.get("tool") or {}).get("envlab")
     if not isinstance(meta, dict) or "input-hash" not in meta:
         raise LockError(
-            f"{path}: expected a [tool.envlab] table with input-hash, found none (not written by envlab lock)"
+            f"{path}: expected a [tool.envlab] table with input-hash, found none "
+            "(not written by envlab lock)"
         )
     lock = LayerLock(
         path,
@@ -149,7 +156,7 @@ def read(path: Path) -> LayerLock:
         meta.get("index", ""),
     )
     for pkg in data.get("packages", []):
-        name, version = _norm(pkg["name"]), str(pkg.get("version", ""))
+        name, version = canonicalize_name(pkg["name"]), str(pkg.get("version", ""))
         lock.packages[name] = version
         for wheel in pkg.get("wheels", []) + ([pkg["sdist"]] if "sdist" in pkg else []):
             lock.files.append(
@@ -169,7 +176,8 @@ def env_locks(project: Project, spec: EnvSpec, platform: str) -> dict[str, Layer
     missing = [layer for layer, p in paths.items() if not p.exists()]
     if missing:
         raise LockError(
-            f"locks/{spec.name}: the {', '.join(missing)} layer lock(s) for {platform} are missing; run `nox -s lock`"
+            f"locks/{spec.name}: the {', '.join(missing)} layer lock(s) for {platform} are "
+            "missing; run `nox -s lock`"
         )
     return {layer: read(p) for layer, p in paths.items()}
 
@@ -191,32 +199,12 @@ def staleness(
 # --------------------------------------------------------------------------- resolving
 
 
-def _compile(argv_tail: list[str], target: Path, platform: str, python: str) -> None:
-    argv = [
-        _uv(),
-        "pip",
-        "compile",
-        "--no-config",
-        "--quiet",
-        "--format",
-        "pylock.toml",
-        "--python-version",
-        python,
-        "--python-platform",
-        platform_names.UV_TARGETS[platform],
-        "-o",
-        str(target),
-        *argv_tail,
-    ]
-    run(argv, unset=UNSET_FOR_UV)
-
-
 def _layer_files(work: Path, layer: str) -> Path:
     return work / f"pylock.{layer}.toml"
 
 
 def _strip_header_and_tag(text: str, meta: dict[str, str], rewrite: dict[str, str]) -> str:
-    """Drop uv's header comment (it names temporary paths), rewrite mirror URLs, append [tool.envlab]."""
+    """Drop uv's header (it names temporary paths), rewrite mirror URLs, append [tool.envlab]."""
     lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
     body = "\n".join(lines).strip() + "\n"
     for effective, declared in rewrite.items():
@@ -231,125 +219,46 @@ def _keep_packages(text: str, drop: set[str]) -> str:
     kept = []
     for entry in entries:
         match = re.search(r'(?m)^name = "([^"]+)"', entry)
-        if match and _norm(match.group(1)) in drop:
+        if match and canonicalize_name(match.group(1)) in drop:
             continue
         kept.append(entry)
     return head + "".join("[[packages]]\n" + e for e in kept)
 
 
 def conda_constraints(lockfile: Path | None, platform: str) -> dict[str, str]:
-    """Versions the conda base provides on ``platform``: the pip layers must keep them, not replace them."""
-    if lockfile is None or not lockfile.exists():
-        return {}
-    pins = {}
-    for pkg in conda.read_lockfile(lockfile):
-        if pkg.platform != platform or pkg.manager != "conda" or pkg.name == "python":
-            continue
-        if not (pkg.build or "").startswith("py"):
-            continue  # not a Python package (conda's tzdata is the zoneinfo database, not PyPI's tzdata)
-        try:
-            Version(pkg.version)
-        except InvalidVersion:
-            continue  # not a Python-style version: not a package pip could install anyway
-        pins[_norm(pkg.name)] = pkg.version
-    return pins
+    """Versions the conda base provides on ``platform``: the pip layers keep, never replace them."""
+    return conda.python_pins(lockfile, platform)
 
 
 def _project_name(path: Path) -> str:
-    return _norm(
+    return canonicalize_name(
         tomllib.loads((path / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
     )
 
 
 def resolve(
-    matrix: Matrix, spec: EnvSpec, platform: str, conda_lockfile: Path | None = None
+    matrix: Matrix,
+    spec: EnvSpec,
+    platform: str,
+    conda_lockfile: Path | None = None,
+    uv: Uv | None = None,
 ) -> dict[str, str]:
     """Lock texts per layer for ``platform`` (nothing written). Raises on resolution failure.
 
-    With a conda base, the versions its lockfile provides constrain the stack and are left out of it.
+    With a conda base, the versions its lockfile provides constrain the stack and are left out of
+    it. ``uv`` resolves (default: the real uv).
     """
     check_platform(spec, platform)
-    conda_pins = conda_constraints(conda_lockfile, platform)
-    editables = {_project_name(p): p for p in matrix.editables(spec)}
-    digest = input_hash(matrix, spec, platform)
-    torch_index = matrix.indexes[spec.torch.index_for(platform)]
-    stack_index = matrix.indexes[spec.stack.index]
-    rewrite = {i.url: i.declared_url for i in matrix.indexes.values() if i.mirrored}
-    texts: dict[str, str] = {}
+    uv = uv or Uv()
     with tempfile.TemporaryDirectory(prefix="envlab-lock-") as tmp:
-        work = Path(tmp)
-        # torch layer: the torch index only
-        (work / "torch.in").write_text("\n".join(spec.torch.packages) + "\n", encoding="utf-8")
-        tail = ["--index-url", torch_index.url, str(work / "torch.in")]
-        if spec.torch.pre:
-            tail.insert(0, "--prerelease=allow")
-        _run_layer(
-            "torch",
-            torch_index,
-            lambda: _compile(tail, _layer_files(work, "torch"), platform, spec.python),
-        )
-        torch_text = _layer_files(work, "torch").read_text(encoding="utf-8")
-        torch_pins = _pins(torch_text)
-        # stack layer: the torch layer pinned and sourced from the torch index (explicit)
-        stack_reqs = matrix.stack_for(spec)
-        (work / "stack").mkdir()
-        (work / "stack" / "pyproject.toml").write_text(
-            _stack_project(spec, torch_pins, stack_reqs, torch_index, stack_index, editables),
-            encoding="utf-8",
-        )
-        (work / "conda-constraints.txt").write_text(
-            "".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())), encoding="utf-8"
-        )
-        _run_layer(
-            "stack",
-            stack_index,
-            lambda: _compile(
-                [
-                    "--default-index",
-                    stack_index.url,
-                    "--constraint",
-                    str(work / "conda-constraints.txt"),
-                    str(work / "stack" / "pyproject.toml"),
-                ],
-                _layer_files(work, "stack"),
-                platform,
-                spec.python,
-            ),
-        )
-        stack_text = _keep_packages(
-            _layer_files(work, "stack").read_text(encoding="utf-8"),
-            set(torch_pins) | set(conda_pins) | set(editables),
-        )
-        texts["torch"] = torch_text
-        texts["stack"] = stack_text
-        if spec.nightly:
-            nightly_index = matrix.indexes[spec.nightly.index]
-            (work / "nightly.in").write_text(
-                "\n".join(spec.nightly.packages) + "\n", encoding="utf-8"
-            )
-            _run_layer(
-                "nightly",
-                nightly_index,
-                lambda: _compile(
-                    [
-                        "--prerelease=allow",
-                        "--index-url",
-                        nightly_index.url,
-                        str(work / "nightly.in"),
-                    ],
-                    _layer_files(work, "nightly"),
-                    platform,
-                    spec.python,
-                ),
-            )
-            nightly_text = _layer_files(work, "nightly").read_text(encoding="utf-8")
-            names = {_norm(Requirement(r).name) for r in spec.nightly.packages}
-            texts["nightly"] = _keep_packages(nightly_text, set(_pins(nightly_text)) - names)
+        texts = _resolve_layers(matrix, spec, platform, conda_lockfile, Path(tmp), uv)
     indexes_by_layer = {
-        "torch": torch_index.name,
-        "stack": stack_index.name,
+        "torch": matrix.indexes[spec.torch.index_for(platform)].name,
+        "stack": matrix.indexes[spec.stack.index].name,
         "nightly": spec.nightly.index if spec.nightly else "",
     }
+    digest = input_hash(matrix, spec, platform)
+    rewrite = {i.url: i.declared_url for i in matrix.indexes.values() if i.mirrored}
     return {
         layer: _strip_header_and_tag(
             text,
@@ -367,17 +276,90 @@ def resolve(
     }
 
 
-def _run_layer(layer: str, index: Index, action) -> None:
+def _resolve_layers(
+    matrix: Matrix,
+    spec: EnvSpec,
+    platform: str,
+    conda_lockfile: Path | None,
+    work: Path,
+    uv: Uv,
+) -> dict[str, str]:
+    """uv's pylock text per layer, each layer resolved as it is built (in ``work``)."""
+    conda_pins = conda_constraints(conda_lockfile, platform)
+    editables = {_project_name(p): p for p in matrix.editables(spec)}
+    torch_index = matrix.indexes[spec.torch.index_for(platform)]
+    stack_index = matrix.indexes[spec.stack.index]
+    # torch layer: the torch index only
+    (work / "torch.in").write_text("\n".join(spec.torch.packages) + "\n", encoding="utf-8")
+    with _layer("torch", torch_index):
+        uv.compile(
+            work / "torch.in",
+            _layer_files(work, "torch"),
+            index_url=torch_index.url,
+            prerelease=spec.torch.pre,
+            platform=platform,
+            python_version=spec.python,
+        )
+    torch_text = _layer_files(work, "torch").read_text(encoding="utf-8")
+    torch_pins = _pins(torch_text)
+    # stack layer: the torch layer pinned and sourced from the torch index (explicit)
+    (work / "stack").mkdir()
+    (work / "stack" / "pyproject.toml").write_text(
+        _stack_project(
+            spec, torch_pins, matrix.stack_for(spec), torch_index, stack_index, editables
+        ),
+        encoding="utf-8",
+    )
+    (work / "conda-constraints.txt").write_text(
+        "".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())), encoding="utf-8"
+    )
+    with _layer("stack", stack_index):
+        uv.compile(
+            work / "stack" / "pyproject.toml",
+            _layer_files(work, "stack"),
+            default_index=stack_index.url,
+            constraints=work / "conda-constraints.txt",
+            platform=platform,
+            python_version=spec.python,
+        )
+    texts = {
+        "torch": torch_text,
+        "stack": _keep_packages(
+            _layer_files(work, "stack").read_text(encoding="utf-8"),
+            set(torch_pins) | set(conda_pins) | set(editables),
+        ),
+    }
+    if spec.nightly:
+        nightly_index = matrix.indexes[spec.nightly.index]
+        (work / "nightly.in").write_text("\n".join(spec.nightly.packages) + "\n", encoding="utf-8")
+        with _layer("nightly", nightly_index):
+            uv.compile(
+                work / "nightly.in",
+                _layer_files(work, "nightly"),
+                index_url=nightly_index.url,
+                prerelease=True,
+                platform=platform,
+                python_version=spec.python,
+            )
+        nightly_text = _layer_files(work, "nightly").read_text(encoding="utf-8")
+        names = {canonicalize_name(Requirement(r).name) for r in spec.nightly.packages}
+        texts["nightly"] = _keep_packages(nightly_text, set(_pins(nightly_text)) - names)
+    return texts
+
+
+@contextmanager
+def _layer(layer: str, index: Index) -> Iterator[None]:
+    """Turn a failed uv command of ``layer`` into the error that stops the env with its outcome."""
     try:
-        action()
+        yield
     except CommandError as exc:
-        outcome, reason = explain_failure(LayerPlan(layer, [], index), exc.output)
+        outcome, reason = Uv.explain_failure(layer, index, exc.output)
         raise stopped(outcome, reason) from None
 
 
 def _pins(pylock_text: str) -> dict[str, str]:
     data = tomllib.loads(pylock_text)
-    return {_norm(p["name"]): str(p["version"]) for p in data.get("packages", [])}
+    return {canonicalize_name(p["name"]): str(p["version"]) for p in data.get("packages", [])}
 
 
 def _stack_project(
@@ -403,7 +385,10 @@ def _stack_project(
     if sources:
         body += "\n[tool.uv.sources]\n" + "".join(sources)
     if torch_index.url != stack_index.url:
-        body += f'\n[[tool.uv.index]]\nname = "envlab-torch"\nurl = "{torch_index.url}"\nexplicit = true\n'
+        body += (
+            f'\n[[tool.uv.index]]\nname = "envlab-torch"\nurl = "{torch_index.url}"\n'
+            "explicit = true\n"
+        )
     return body
 
 
@@ -484,8 +469,18 @@ def main(
     diff: bool = False,
     verify_urls: bool = False,
     platforms: list[str] | None = None,
+    uv: Uv | None = None,
+    advise: Callable[[EnvSpec, str], list[str]] | None = None,
+    conda_engine: Engine = Engine.RATTLER,
 ) -> int:
+    """``envlab lock``: write, check (``check``), diff (``diff``) or verify (``verify_urls``).
+
+    ``advise`` gives warnings per (env, platform) for ``--diff``/``--verify``: the caller knows
+    which CUDA variants the indexes still publish, this wing does not."""
     targets = _targets(matrix, envs, platforms)
+    if advise and (diff or verify_urls):
+        for line in dict.fromkeys(w for s, p in targets for w in advise(s, p)):
+            print(f"warning: {line}")
     for spec in [matrix.get(n) for n in envs] if envs else matrix.all():
         for platform, reason in spec.unsupported.items():
             if not platforms or platform in platforms:
@@ -494,7 +489,7 @@ def main(
         return _check(project, matrix, targets)
     if verify_urls:
         return _verify(project, matrix, targets)
-    return _lock(project, matrix, targets, write=not diff)
+    return _lock(project, matrix, targets, write=not diff, uv=uv or Uv(), engine=conda_engine)
 
 
 def _check(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]) -> int:
@@ -511,7 +506,8 @@ def _check(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]])
             if not spec.locked:
                 continue
             log(
-                f"{spec.name} {platform}: no lock (not locked yet, or its index was unreachable when locking)"
+                f"{spec.name} {platform}: no lock "
+                "(not locked yet, or its index was unreachable when locking)"
             )
             continue
         reason = staleness(matrix, spec, locks, platform)
@@ -520,6 +516,11 @@ def _check(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]])
             stale_envs.append(spec.name)
         else:
             log(f"{spec.name} {platform}: lock is up to date")
+    for spec in {s.name: s for s, _ in targets}.values():
+        reason = _conda_staleness(project, spec)
+        if reason:
+            stale.append(reason)
+            stale_envs.append(spec.name)
     for line in stale:
         print(line)
     if stale:
@@ -550,87 +551,161 @@ def _verify(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]
                     gone.append(f"GONE     {where}: {detail}")
                 elif state == "network":
                     network.append(f"UNKNOWN  {where}: network error: {detail}")
+        for name, version, url, fetched in _conda_files(project, spec, platform):
+            checked += 1
+            state, detail = check_file(fetched)
+            where = f"{spec.name} {platform} conda: {name} {version} ({url})"
+            if state == "gone":
+                gone.append(f"GONE     {where}: {detail}")
+            elif state == "network":
+                network.append(f"UNKNOWN  {where}: network error: {detail}")
     for line in gone + network:
         print(line)
     print(
-        f"checked {checked} locked file(s): {len(gone)} gone, {len(network)} unreachable (network), "
-        f"{checked - len(gone) - len(network)} ok"
+        f"checked {checked} locked file(s): {len(gone)} gone, "
+        f"{len(network)} unreachable (network), {checked - len(gone) - len(network)} ok"
     )
     return 1 if gone else (3 if network else 0)
 
 
-def relock(project: Project, matrix: Matrix, spec: EnvSpec, platform: str) -> dict[str, list[str]]:
-    """Resolve and write ``spec``'s locks for ``platform``; the changes per layer."""
+def relock(
+    project: Project,
+    matrix: Matrix,
+    spec: EnvSpec,
+    platform: str,
+    uv: Uv | None = None,
+    conda_engine: Engine = Engine.RATTLER,
+) -> dict[str, list[str]]:
+    """Resolve and write ``spec``'s locks for ``platform`` (its conda base first, when missing or
+    stale); the changes per layer."""
+    environment = conda.environment_file(project.envspecs, spec)
+    lockfile = conda_lock_path(project, spec.name)
+    if environment and (not lockfile.exists() or _conda_staleness(project, spec)):
+        lock_conda_base(project, spec, environment, conda_engine)
     changes: dict[str, list[str]] = {}
-    conda_lockfile = (
-        conda_lock_path(project, spec.name)
-        if conda.environment_file(project.envspecs, spec)
-        else None
-    )
-    for layer, text in resolve(matrix, spec, platform, conda_lockfile).items():
+    for layer, text in resolve(matrix, spec, platform, _conda_lockfile(project, spec), uv).items():
         path = lock_path(project, spec.name, platform, layer)
         old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
         changes[layer] = _diff(old, _pins(text))
         atomic_write_text(path, text)
         log(
-            f"{spec.name} {platform} {layer}: {len(_pins(text))} package(s) locked in {path.relative_to(project.root)}"
+            f"{spec.name} {platform} {layer}: {len(_pins(text))} package(s) locked in "
+            f"{path.relative_to(project.root)}"
             + (f" ({len(changes[layer])} change(s))" if old and changes[layer] else "")
         )
     return changes
 
 
-def _lock(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]], write: bool) -> int:
-    problems = failures = 0
-    conda_done: dict[str, str | None] = {}  # env -> why its conda base could not be locked
+def _conda_lockfile(project: Project, spec: EnvSpec) -> Path | None:
+    """Where the env's conda base is locked, if it has one."""
+    if conda.environment_file(project.envspecs, spec) is None:
+        return None
+    return conda_lock_path(project, spec.name)
+
+
+def _lock(
+    project: Project,
+    matrix: Matrix,
+    targets: list[tuple[EnvSpec, str]],
+    write: bool,
+    uv: Uv,
+    engine: Engine = Engine.RATTLER,
+) -> int:
+    tally = {"problems": 0, "failures": 0}
+    conda_ok: dict[str, bool] = {}  # env -> its conda base is locked (or it has none)
     for spec, platform in targets:
         if not spec.locked:
             log(
-                f"{spec.name} {platform}: not locked by design (locked = false: resolved at build time)"
+                f"{spec.name} {platform}: not locked by design "
+                "(locked = false: resolved at build time)"
             )
             continue
-        environment = conda.environment_file(project.envspecs, spec)
-        if environment is not None and spec.name not in conda_done:
+        if spec.name not in conda_ok:
             try:
-                conda_done[spec.name] = None
-                if write:
-                    lock_conda_base(project, spec, environment)
-                else:
-                    conda.find_executable()
+                _conda_base_for_lock(project, spec, write, engine)
+                conda_ok[spec.name] = True
             except (Unavailable, BuildFailed) as exc:
-                conda_done[spec.name] = str(exc)
-                failures += exc.outcome is not Outcome.UNAVAILABLE
-                problems += 1
-                line = f"{spec.name}: {exc.outcome}: {exc}"
-                log(line)
-                print(line)
-        if conda_done.get(spec.name):
-            continue
-        log(f"{spec.name} {platform}: resolving")
+                conda_ok[spec.name] = False
+                _count(tally, spec.name, exc)
+        if not conda_ok[spec.name]:
+            continue  # its pip layers are constrained by the conda base: nothing to lock them on
         try:
-            if write:
-                relock(project, matrix, spec, platform)
-                continue
-            conda_lockfile = conda_lock_path(project, spec.name) if environment else None
-            texts = resolve(matrix, spec, platform, conda_lockfile)
+            _lock_target(project, matrix, spec, platform, write, uv)
         except (Unavailable, BuildFailed) as exc:
-            problems += 1
-            failures += exc.outcome is not Outcome.UNAVAILABLE
-            log(f"{spec.name} {platform}: {exc.outcome}: {exc}")
-            print(f"{spec.name} {platform}: {exc.outcome}: {exc}")
-            continue
-        for layer, text in texts.items():
-            path = lock_path(project, spec.name, platform, layer)
-            old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
-            changes = _diff(old, _pins(text))
-            print(
-                f"{spec.name} {platform} {layer}: "
-                + (f"{len(changes)} change(s)" if changes else "no change")
-            )
-            for line in changes:
-                print(line)
-    if problems:
+            _count(tally, f"{spec.name} {platform}", exc)
+    if tally["problems"]:
         print(
-            f"{problems} env/platform lock(s) could not be resolved (see above); the others were "
-            + ("checked" if not write else "written")
+            f"{tally['problems']} env/platform lock(s) could not be resolved (see above); "
+            f"the others were {'written' if write else 'checked'}"
         )
-    return 1 if failures else 0
+    return 1 if tally["failures"] else 0
+
+
+def _count(tally: dict[str, int], where: str, exc: Unavailable | BuildFailed) -> None:
+    """Report an env stopped by ``exc``; an unavailable one is not a failure of the command."""
+    tally["problems"] += 1
+    tally["failures"] += exc.outcome is not Outcome.UNAVAILABLE
+    line = f"{where}: {exc.outcome}: {exc}"
+    log(line)
+    print(line)
+
+
+def _conda_base_for_lock(project: Project, spec: EnvSpec, write: bool, engine: Engine) -> None:
+    """Lock the env's conda base when writing; else only require what locking it needs."""
+    environment = conda.environment_file(project.envspecs, spec)
+    if environment is None:
+        return
+    if write:
+        lock_conda_base(project, spec, environment, engine)
+        return
+    if engine is Engine.CONDA_LOCK:
+        conda.find_executable()  # which fetches through its own channel settings (.condarc)
+    else:
+        conda.check_channels(spec, environment)
+
+
+def _conda_staleness(project: Project, spec: EnvSpec) -> str | None:
+    """Why the env's conda lockfile is missing or stale (None: current, or no conda base)."""
+    environment = conda.environment_file(project.envspecs, spec)
+    if environment is None or not spec.locked:
+        return None
+    lockfile = conda_lock_path(project, spec.name)
+    if not lockfile.exists():
+        return f"locks/{spec.name}/conda-lock.yml is missing: run `nox -s lock -- {spec.name}`"
+    return conda.staleness(spec, environment, lockfile)
+
+
+def _conda_files(project: Project, spec: EnvSpec, platform: str) -> list[tuple[str, str, str, str]]:
+    """(name, version, locked URL, URL fetched here) of the env's locked conda packages."""
+    lockfile = _conda_lockfile(project, spec)
+    if lockfile is None or not lockfile.exists():
+        return []
+    content = conda.parse_lockfile(lockfile)
+    chans = conda.lockfile_channels(content)
+    found = []
+    for pkg in conda.packages_of(content):
+        if pkg.platform == platform:
+            ch = channels.for_url(pkg.url, chans)
+            found.append((pkg.name, pkg.version, pkg.url, ch.effective(pkg.url) if ch else pkg.url))
+    return found
+
+
+def _lock_target(
+    project: Project, matrix: Matrix, spec: EnvSpec, platform: str, write: bool, uv: Uv
+) -> None:
+    """Relock ``spec`` on ``platform``, or (not ``write``) print what a relock would change."""
+    log(f"{spec.name} {platform}: resolving")
+    if write:
+        relock(project, matrix, spec, platform, uv)
+        return
+    texts = resolve(matrix, spec, platform, _conda_lockfile(project, spec), uv)
+    for layer, text in texts.items():
+        path = lock_path(project, spec.name, platform, layer)
+        old = _pins(path.read_text(encoding="utf-8")) if path.exists() else {}
+        changes = _diff(old, _pins(text))
+        print(
+            f"{spec.name} {platform} {layer}: "
+            + (f"{len(changes)} change(s)" if changes else "no change")
+        )
+        for line in changes:
+            print(line)

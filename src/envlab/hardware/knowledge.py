@@ -1,4 +1,4 @@
-"""Knowledge as data: driver/CUDA/arch/wheel/GPU/ISA tables from ``data/knowledge.toml``.
+"""Knowledge as data: driver/CUDA/arch/wheel/variant/GPU/ISA tables from ``knowledge.toml``.
 
 Loaded and validated strictly (unknown keys rejected, every entry carries its source); the
 lookups here are the only way the rest of envlab reads those tables.
@@ -63,6 +63,14 @@ def _cuda(value: str) -> str:
     return value
 
 
+def _torch_spec(value: str) -> str:
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier:
+        raise ValueError(f"a PEP 440 specifier like '==2.10.*', found {value!r}") from None
+    return value
+
+
 class DriverEntry(Entry):
     cuda: str
     linux: str
@@ -110,14 +118,7 @@ class WheelEntry(Entry):
     confidence: Literal["measured", "build-script", "inferred"]
     unpinned: bool = False
 
-    @field_validator("torch")
-    @classmethod
-    def _spec(cls, value: str) -> str:
-        try:
-            SpecifierSet(value)
-        except InvalidSpecifier:
-            raise ValueError(f"a PEP 440 specifier like '==2.10.*', found {value!r}") from None
-        return value
+    _check_torch = field_validator("torch")(_torch_spec)
 
     @field_validator("arch_flags")
     @classmethod
@@ -132,6 +133,34 @@ class WheelEntry(Entry):
         except InvalidVersion:
             return False
         return SpecifierSet(self.torch).contains(Version(version.base_version), prereleases=True)
+
+
+class VariantEntry(Entry):
+    """The torch releases one CUDA variant (``cu126``) is published for."""
+
+    name: str = Field(pattern=r"^cu\d{3}$")
+    torch: str
+
+    _check_torch = field_validator("torch")(_torch_spec)
+
+    @property
+    def cuda(self) -> str:
+        return f"{self.name[2:-1]}.{self.name[-1]}"
+
+    def publishes(self, release: Version) -> bool:
+        return SpecifierSet(self.torch).contains(release, prereleases=True)
+
+
+Availability = Literal["published", "not-published", "unknown"]
+
+
+def release_of(torch_version: str) -> Version | None:
+    """'2.10.0+cu126' or '2.12.0.dev20261120' -> Version('2.10') / Version('2.12')."""
+    try:
+        version = Version(torch_version)
+    except InvalidVersion:
+        return None
+    return Version(f"{version.major}.{version.minor}")
 
 
 class GpuEntry(Entry):
@@ -169,10 +198,12 @@ def _gpu_words(name: str) -> str:
 class Knowledge(Entry):
     source: str = "envlab knowledge.toml"
     schema_: int = Field(alias="schema")
+    checked_through: str = Field(pattern=r"^\d+\.\d+$")
     driver: list[DriverEntry]
     minor_compat: list[MinorCompatEntry]
     cuda_arch: list[CudaArchEntry]
     wheel: list[WheelEntry]
+    variant: list[VariantEntry]
     gpu: list[GpuEntry]
     isa_note: list[IsaNote] = Field(default_factory=list)
 
@@ -219,6 +250,69 @@ class Knowledge(Entry):
         if torch_version is None:
             return next((w for w in rows if w.unpinned), None)
         return next((w for w in rows if w.matches(torch_version)), None)
+
+    # ------------------------------------------------------------------ published variants
+    def releases(self) -> list[Version]:
+        """Every torch release the variant table speaks of, up to ``checked-through``: for each
+        major named in it, minors 0 up to the highest one named (a new major starts at 0)."""
+        newest = Version(self.checked_through)
+        named = [newest] + [
+            Version(spec.version)
+            for entry in self.variant
+            for spec in SpecifierSet(entry.torch)
+            if "*" not in spec.version
+        ]
+        top: dict[int, int] = {}
+        for version in named:
+            top[version.major] = max(top.get(version.major, 0), version.minor)
+        found = [
+            Version(f"{major}.{minor}") for major, last in top.items() for minor in range(last + 1)
+        ]
+        return sorted(v for v in found if v <= newest)
+
+    def variant_entry(self, name: str) -> VariantEntry | None:
+        return next((v for v in self.variant if v.name == name), None)
+
+    def availability(self, variant: str, torch_version: str) -> Availability:
+        """Is ``variant`` published for ``torch_version``'s release? 'unknown' past the table."""
+        entry, release = self.variant_entry(variant), release_of(torch_version)
+        if entry is None or release is None:
+            return "unknown"
+        if not entry.publishes(release):
+            # a closed range is a recorded fact even for releases after checked-through
+            return "not-published"
+        return "published" if release <= Version(self.checked_through) else "unknown"
+
+    def published_for(self, torch_version: str) -> list[VariantEntry]:
+        """The variants published for ``torch_version``'s release (empty past the table)."""
+        release = release_of(torch_version)
+        if release is None or release > Version(self.checked_through):
+            return []
+        return sorted(
+            (v for v in self.variant if v.publishes(release)), key=lambda v: cuda_key(v.cuda)
+        )
+
+    def published_range(self, variant: str) -> tuple[Version, Version] | None:
+        """(first, last) release of the table that ``variant`` is published for."""
+        entry = self.variant_entry(variant)
+        found = [r for r in self.releases() if entry and entry.publishes(r)]
+        return (found[0], found[-1]) if found else None
+
+    def nearest_published(self, variant: str, torch_version: str) -> list[VariantEntry]:
+        """The variants published for that release, nearest CUDA version to ``variant`` first.
+
+        At equal distance the older CUDA comes first, since it runs on older drivers too.
+        """
+        major, minor = cuda_key(f"{variant[2:-1]}.{variant[-1]}")
+
+        def distance(entry: VariantEntry) -> tuple[int, tuple[int, int]]:
+            have = cuda_key(entry.cuda)
+            # CUDA minors stay below 10, so major*10+minor orders releases on one line
+            return abs(have[0] * 10 + have[1] - major * 10 - minor), have
+
+        return sorted(
+            (v for v in self.published_for(torch_version) if v.name != variant), key=distance
+        )
 
     # ------------------------------------------------------------------ GPUs and CPUs
     def gpu_cc(self, name: str) -> GpuEntry | None:

@@ -56,6 +56,7 @@ class Bar:
     q3: float
     fraction_of_peak: float | None = None
     noisy: bool = False
+    regressed: bool = False  # the judge flagged this env's latest run of the benchmark
 
 
 def _short_title(key: str, width: int = 64) -> str:
@@ -203,7 +204,8 @@ def _fmt(value: float) -> str:
 
 
 def bench_comparison(groups: list[BarGroup]) -> bytes:
-    """One panel per benchmark: median per env (× host), IQR error bars, % of peak annotated."""
+    """One panel per benchmark: median per env (× host), IQR error bars, % of peak annotated;
+    the fastest env dark blue, an env the judge flagged red."""
     n_bars = max((len(g.bars) for g in groups), default=1)
     panel_h = 0.9 + 0.36 * n_bars
     cols = 2 if len(groups) > 1 else 1
@@ -219,7 +221,10 @@ def bench_comparison(groups: list[BarGroup]) -> bytes:
             [max(b.q3 - b.median, 0.0) for b in group.bars],
         ]
         best = (max if group.higher_is_better else min)(med) if med else None
-        colours = ["#1e88e5" if m == best else "#90caf9" for m in med]
+        colours = [
+            "#e53935" if b.regressed else "#1e88e5" if b.median == best else "#90caf9"
+            for b in group.bars
+        ]
         ax.barh(
             y,
             med,
@@ -238,6 +243,8 @@ def bench_comparison(groups: list[BarGroup]) -> bytes:
                 note += f"  ({b.fraction_of_peak:.0%} of peak)"
             if b.noisy:
                 note += "  noisy"
+            if b.regressed:
+                note += "  regression"
             ax.text(max(b.q3, b.median) + top * 0.02, yi, note, va="center", fontsize=8.5)
         better = "higher is better" if group.higher_is_better else "lower is better"
         ax.set_xlabel(f"{group.unit} ({better}; bars: median, whiskers: IQR)", fontsize=8.5)
@@ -302,7 +309,7 @@ def bench_history(groups: list[LineGroup]) -> bytes:
         for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(n, h)
     if marked:
-        seen["regression (vs previous run)"] = axes[0].scatter(
+        seen["regression (the judge's verdict)"] = axes[0].scatter(
             [], [], marker="v", s=80, color="#d50000", edgecolor="black", linewidth=0.6
         )
     fig.legend(

@@ -1,22 +1,19 @@
-"""Regression detection: the newest run against a baseline, per (env, host, check / benchmark).
+"""``envlab regress``: the newest run (or every env's current state) put to the judge.
 
-Regressions: an env that built and no longer does (or now fails verification), an expectation
-check or compat test that passed and now fails, a benchmark that now errors, and a benchmark
-slower by more than ``threshold`` *and* significant on the raw samples (one-sided Mann–Whitney U,
-``p < alpha``), optionally in each of the last ``persist`` runs. Each regression comes with what
-changed underneath between baseline and newest: packages, torch build, driver, python, spec.
+This module fetches what :mod:`envlab.report.judge` needs from the history (each (env, host)'s
+earlier results, their checks, compat tests and benchmark series), collects its verdicts per
+(env, host), names what changed underneath (packages, torch build, driver, python, GPU, spec)
+and writes Markdown. The rules themselves live in the judge, which the report's marks also use.
 
-Baseline per (env, host): the result just before the last ``persist`` runs (default), the named
-baseline run, or the ``window`` results before the last ``persist`` runs (benchmark samples pooled;
-checks compared with the newest of them). With several baseline runs, the threshold rises to the
-spread of their medians: samples of one run share the machine's state of the moment (measured
-here: 10-20% between back-to-back runs on a shared 2-core VM), which the rank test cannot see.
+Baseline per (env, host): the earlier results of that (env, host), by default all of them (the
+judge picks the comparable ones: where the env existed and the item ran); with ``--baseline RUN``
+only the results up to that run's.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,78 +22,19 @@ from typing import Literal
 from envlab.errors import UserError
 from envlab.fsutil import atomic_write_text
 from envlab.log import log
+from envlab.report import judge
+from envlab.report.judge import Finding, JudgeOptions, PerfJudgement, Point, Verdict
 from envlab.report.templating import environment
-from envlab.results.history import BenchRow, History, ResultRow, open_history
-from envlab.run import stats
+from envlab.results.history import BenchRow, History, ResultRow, SeriesPoint, open_history
 
-DEFAULT_THRESHOLD = 1.10
-DEFAULT_ALPHA = 0.01
-DEFAULT_WINDOW = 5  # baseline runs pooled: their spread is the between-run noise floor
 EXIT_REGRESSION = 1
 
-_FAILED = {"failed", "error", "xpassed"}
-
-FindingKind = Literal["outcome", "check", "compat", "benchmark-error", "performance"]
-
-
-@dataclass(frozen=True)
-class PerfVerdict:
-    """How much worse ``new`` is than ``base`` (factor > 1 = worse) and how significant."""
-
-    factor: float
-    p: float
-    regressed: bool
-
-
-def perf_verdict(
-    base: Sequence[float],
-    new: Sequence[float],
-    *,
-    higher_is_better: bool,
-    threshold: float,
-    alpha: float,
-) -> PerfVerdict:
-    """Slower by more than ``threshold`` on the medians AND one-sided Mann–Whitney U ``p < alpha``."""
-    if len(base) < 2 or len(new) < 2:
-        return PerfVerdict(1.0, 1.0, False)
-    mb, mn = statistics.median(base), statistics.median(new)
-    if mb <= 0 or mn <= 0:
-        return PerfVerdict(1.0, 1.0, False)
-    factor = mb / mn if higher_is_better else mn / mb
-    if factor <= threshold:  # the rank test cannot make a small slowdown a regression
-        return PerfVerdict(factor, 1.0, False)
-    p = one_sided_p_worse(base, new, higher_is_better=higher_is_better)
-    return PerfVerdict(factor, p, p < alpha)
-
-
-def noise_floor(run_medians: Sequence[float]) -> float:
-    """Ratio of the largest to the smallest median among baseline runs (1.0 with fewer than two)."""
-    positive = [m for m in run_medians if m > 0]
-    return max(positive) / min(positive) if len(positive) >= 2 else 1.0
-
-
-def one_sided_p_worse(
-    base: Sequence[float], new: Sequence[float], *, higher_is_better: bool
-) -> float:
-    """One-sided Mann–Whitney U p-value for "``new`` is stochastically worse than ``base``"."""
-    _u, p = stats.mann_whitney_u_one_sided(
-        list(new), list(base), "less" if higher_is_better else "greater"
-    )
-    return p
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: FindingKind
-    subject: str
-    before: str
-    after: str
-    detail: str = ""
+BenchSeries = dict[tuple[str, str, str], list[SeriesPoint]]
 
 
 @dataclass(frozen=True)
 class Change:
-    """One difference underneath an env between baseline and newest."""
+    """One difference underneath an env between its baseline and its newest result."""
 
     what: Literal["package", "torch", "driver", "python", "gpu", "spec"]
     name: str
@@ -106,29 +44,57 @@ class Change:
 
 @dataclass
 class PairReport:
+    """The judge's verdicts on one (env, host)'s newest result."""
+
     env: str
     host: str
     newest: ResultRow
-    baseline: ResultRow | None
-    baseline_runs: list[str]
+    baseline: ResultRow | None  # what checks and tests were compared with (or the outcome)
     findings: list[Finding] = field(default_factory=list)
+    perf: dict[str, PerfJudgement] = field(default_factory=dict)  # by benchmark key
     changes: list[Change] = field(default_factory=list)
     compared_checks: int = 0
-    compared_benchmarks: int = 0
     note: str = ""
 
     @property
     def regressed(self) -> bool:
         return bool(self.findings)
 
+    @property
+    def judged(self) -> int:
+        return sum(j.verdict is not Verdict.INSUFFICIENT for j in self.perf.values())
+
+    @property
+    def insufficient(self) -> list[str]:
+        return [k for k, j in self.perf.items() if j.verdict is Verdict.INSUFFICIENT]
+
+    def speed(self) -> str:
+        """How the benchmarks were judged, in a few words."""
+        if not self.perf:
+            return "no benchmarks"
+        parts = []
+        windows = [j for j in self.perf.values() if j.window is not None]
+        if windows:
+            first = min(j.window[0] for j in windows if j.window)
+            last = max(j.window[1] for j in windows if j.window)
+            most = max(j.history for j in windows)
+            parts.append(f"{self.judged} judged against up to {most} runs ({first} … {last})")
+        if self.insufficient:
+            least = min(self.perf[k].history for k in self.insufficient)
+            needed = self.perf[self.insufficient[0]].needed
+            parts.append(
+                f"{len(self.insufficient)} not judged: insufficient history "
+                f"({least} of {needed} earlier runs)"
+            )
+        return "; ".join(parts)
+
 
 @dataclass
 class RegressReport:
     newest_run: str | None
-    baseline_label: str
-    threshold: float
-    alpha: float
-    persist: int
+    options: JudgeOptions
+    baseline: str | None = None
+    current_state: bool = False
     pairs: list[PairReport] = field(default_factory=list)
     missing: list[ResultRow] = field(default_factory=list)
 
@@ -140,216 +106,195 @@ class RegressReport:
     def count(self) -> int:
         return sum(len(p.findings) for p in self.pairs)
 
+    @property
+    def insufficient(self) -> int:
+        """Benchmarks whose speed was not judged yet, over all pairs."""
+        return sum(len(p.insufficient) for p in self.pairs)
 
-def _built(row: ResultRow) -> bool:
-    return row.outcome.has_env
+    @property
+    def baseline_label(self) -> str:
+        if self.baseline:
+            return f"the results up to run {self.baseline}"
+        return "each env's earlier comparable results"
+
+    @property
+    def rule(self) -> str:
+        return self.options.rule()
+
+
+def options_from_args(args: argparse.Namespace) -> JudgeOptions:
+    """The judge's options from ``envlab regress`` arguments (also read by the calibration)."""
+    return JudgeOptions(
+        window=args.window,
+        min_history=args.min_history,
+        threshold=args.threshold,
+        sigmas=args.sigmas,
+        persist=args.persist,
+    ).check()
 
 
 def changes_between(history: History, before: ResultRow, after: ResultRow) -> list[Change]:
-    """Packages, torch build, driver, python, GPU and spec differences from ``before`` to ``after``."""
-    out: list[Change] = []
-    for what, name, a, b in (
-        ("torch", "torch", before.torch, after.torch),
-        ("torch", "torch.version.cuda", before.torch_cuda, after.torch_cuda),
-        ("torch", "cudnn", before.cudnn, after.cudnn),
+    """Packages, torch build, driver, python, GPU and spec differences from ``before`` to ``after``.
+
+    Facts of the env itself (torch, python, packages) are compared only when both results had an
+    env: a build that failed has none, which is not a change of version.
+    """
+    both = before.outcome.has_env and after.outcome.has_env
+    fields: list[tuple[str, str, str | None, str | None]] = [
         ("driver", "driver", before.driver, after.driver),
         ("gpu", "gpu", before.gpu, after.gpu),
-        ("python", "python", before.python, after.python),
         ("spec", "spec hash", before.spec_hash, after.spec_hash),
-    ):
-        if a != b and (a is not None or b is not None):
-            out.append(Change(what, name, a, b))  # type: ignore[arg-type]
+    ]
+    if both:
+        fields = [
+            ("torch", "torch", before.torch, after.torch),
+            ("torch", "torch.version.cuda", before.torch_cuda, after.torch_cuda),
+            ("torch", "cudnn", before.cudnn, after.cudnn),
+            *fields[:2],
+            ("python", "python", before.python, after.python),
+            fields[2],
+        ]
+    out = [Change(w, n, a, b) for w, n, a, b in fields if a != b]  # type: ignore[arg-type]
+    if not both:
+        return out
     dists = history.distributions([before.rid, after.rid])
     old, new = dists.get(before.rid, {}), dists.get(after.rid, {})
-    if old or new:  # an env that did not build has no distributions: nothing to compare
+    if old and new:  # an env whose packages were not recorded has nothing to compare
+        torch_changed = any(c.name == "torch" for c in out)
         for name in sorted(set(old) | set(new)):
-            if old.get(name) != new.get(name) and not (
-                name == "torch" and any(c.name == "torch" for c in out)
-            ):
+            if old.get(name) != new.get(name) and not (name == "torch" and torch_changed):
                 out.append(Change("package", name, old.get(name), new.get(name)))
     return out
 
 
-def _compare_outcome(base: ResultRow, new: ResultRow, pair: PairReport) -> None:
-    if new.outcome.rank > base.outcome.rank:
-        pair.findings.append(Finding("outcome", "env", base.outcome, new.outcome, new.reason or ""))
+# --------------------------------------------------------------------------- judging one pair
 
 
-def _compare_checks(history: History, base: ResultRow, new: ResultRow, pair: PairReport) -> None:
-    checks = history.checks([base.rid, new.rid])
-    before = {c.name: c for c in checks.get(base.rid, [])}
-    for c in checks.get(new.rid, []):
-        old = before.get(c.name)
-        if old is not None:
-            pair.compared_checks += 1
-            if old.ok and not c.ok:
-                pair.findings.append(
-                    Finding(
-                        "check",
-                        c.name,
-                        f"ok ({old.found})",
-                        f"expected {c.expected}, found {c.found}",
-                        " ".join(
-                            x for x in (c.message, f"[layer {c.layer}]" if c.layer else "") if x
-                        ),
-                    )
-                )
-    compat = history.compat([base.rid, new.rid])
-    passed = {t.test_id for t in compat.get(base.rid, []) if t.outcome == "passed"}
-    seen = {t.test_id for t in compat.get(base.rid, [])}
-    for t in compat.get(new.rid, []):
-        if t.test_id in seen:
-            pair.compared_checks += 1
-        if t.test_id in passed and t.outcome in _FAILED:
-            pair.findings.append(
-                Finding("compat", t.test_id, "passed", t.outcome, (t.message or "")[:300])
-            )
+class _Judging:
+    """Fetches what the judge needs for one (env, host) and collects its verdicts."""
+
+    def __init__(
+        self, history: History, options: JudgeOptions, baseline: str | None, series: BenchSeries
+    ) -> None:
+        self.h = history
+        self.options = options
+        self.baseline = baseline
+        self.series = series
+
+    def pair(self, new: ResultRow) -> PairReport:
+        rows = self.h.series(new.env, new.host_id)
+        prior = rows[: next(i for i, r in enumerate(rows) if r.rid == new.rid)]
+        if self.baseline is not None:
+            cut = [i for i, r in enumerate(prior) if r.run_id == self.baseline]
+            if not cut:
+                pair = PairReport(new.env, new.host_id, new, None)
+                pair.note = "no result for this env and host in the baseline run"
+                return pair
+            prior = prior[: cut[0] + 1]
+        earlier = judge.comparable(prior)[-self.options.window :][::-1]  # newest first
+        base = earlier[0] if new.outcome.has_env and earlier else judge.outcome_baseline(prior, new)
+        pair = PairReport(new.env, new.host_id, new, base)
+        if not prior:
+            pair.note = "first result for this env and host: nothing to compare with"
+        outcome = judge.outcome_break(prior, new)
+        pair.findings += [outcome] if outcome else []
+        if new.outcome.has_env:
+            benches = self._items(new, earlier, pair)
+            self._speed(new, {r.rid for r in prior}, benches, pair)
+        if base is not None:
+            pair.changes = changes_between(self.h, base, new)
+        return pair
+
+    def _items(
+        self, new: ResultRow, earlier: Sequence[ResultRow], pair: PairReport
+    ) -> list[BenchRow]:
+        """Checks, compat tests, the suite itself and benchmark errors; the newest benchmarks."""
+        rids = [new.rid, *(r.rid for r in earlier)]
+        checks, compat = self.h.checks(rids), self.h.compat(rids)
+        found, compared = judge.check_breaks(
+            checks.get(new.rid, []), [(r.run_id, checks.get(r.rid, [])) for r in earlier]
+        )
+        tests, tests_compared = judge.compat_breaks(
+            compat.get(new.rid, []), [(r.run_id, compat.get(r.rid, [])) for r in earlier]
+        )
+        pair.findings += found + tests
+        pair.compared_checks = compared + tests_compared
+        crash = judge.suite_crash(new, earlier)
+        pair.findings += [crash] if crash else []
+        benches = self.h.benchmarks(rids)
+        pair.findings += judge.benchmark_breaks(
+            benches.get(new.rid, []), [(r.run_id, benches.get(r.rid, [])) for r in earlier]
+        )
+        return benches.get(new.rid, [])
+
+    def _speed(
+        self, new: ResultRow, prior: set[int], benches: Sequence[BenchRow], pair: PairReport
+    ) -> None:
+        for b in benches:
+            if b.error is not None:
+                continue
+            verdict = self._judge_one(b, new, prior)
+            pair.perf[b.key] = verdict
+            if verdict.regressed:
+                pair.findings.append(judge.performance_finding(b.key, b.unit, b.median, verdict))
+
+    def _judge_one(self, b: BenchRow, new: ResultRow, prior: set[int]) -> PerfJudgement:
+        points = self.series.get((b.key, new.env, new.host_id), [])
+        pos = next((i for i, p in enumerate(points) if p.rid == new.rid), None)
+        persist = self.options.persist
+        if pos is None:  # not in the series (it would be, unless the history changed meanwhile)
+            return judge.insufficient(0, self.options)
+        recent = points[max(0, pos - persist + 1) : pos + 1]
+        if self.baseline is not None and any(p.rid in prior for p in recent):
+            return judge.insufficient(0, self.options, f"fewer than {persist} runs after it")
+        earlier = [p for p in points[: pos - len(recent) + 1] if p.rid in prior]
+        return judge.judge_performance(
+            [_point(p) for p in earlier],
+            [_point(p) for p in recent],
+            higher_is_better=b.higher_is_better,
+            options=self.options,
+        )
 
 
-def _compare_benchmarks(
-    history: History,
-    base_rows: list[ResultRow],
-    recent: list[ResultRow],
-    pair: PairReport,
-    threshold: float,
-    alpha: float,
-) -> None:
-    benches = history.benchmarks([r.rid for r in base_rows + recent])
-    pooled: dict[str, list[float]] = {}
-    run_medians: dict[str, list[float]] = {}
-    for r in base_rows:
-        for b in benches.get(r.rid, []):
-            if b.error is None:
-                pooled.setdefault(b.key, []).extend(b.samples)
-                run_medians.setdefault(b.key, []).append(b.median)
-    per_run: list[dict[str, BenchRow]] = [
-        {b.key: b for b in benches.get(r.rid, [])} for r in recent
-    ]
-    for key, b in per_run[-1].items():
-        if key not in pooled:
-            continue
-        pair.compared_benchmarks += 1
-        if b.error is not None:
-            pair.findings.append(Finding("benchmark-error", key, "ran", "error", b.error[:300]))
-            continue
-        # Samples of one run share the machine's state of the moment; how far the baseline runs'
-        # medians disagree among themselves is noise a slowdown must exceed to count.
-        floor = noise_floor(run_medians[key])
-        effective = max(threshold, floor)
-        verdicts = []
-        for run in per_run:
-            rb = run.get(key)
-            if rb is None or rb.error is not None:
-                break
-            verdicts.append(
-                perf_verdict(
-                    pooled[key],
-                    rb.samples,
-                    higher_is_better=rb.higher_is_better,
-                    threshold=effective,
-                    alpha=alpha,
-                )
-            )
-        if len(verdicts) == len(recent) and all(v.regressed for v in verdicts):
-            v = verdicts[-1]
-            base_median = statistics.median(pooled[key])
-            persisted = f", in each of the last {len(recent)} runs" if len(recent) > 1 else ""
-            pair.findings.append(
-                Finding(
-                    "performance",
-                    key,
-                    f"{base_median:.4g} {b.unit}",
-                    f"{b.median:.4g} {b.unit}",
-                    f"{v.factor:.2f}x worse (> {effective:.2f}x"
-                    + (
-                        f", raised from {threshold:.2f}x by the spread between baseline runs"
-                        if effective > threshold
-                        else ""
-                    )
-                    + f"), one-sided Mann-Whitney U p = {v.p:.2g} "
-                    f"(< {alpha:g}){persisted}" + ("; samples flagged noisy" if b.noisy else ""),
-                )
-            )
+def _point(p: SeriesPoint) -> Point:
+    return Point(p.run_id, p.median, p.samples)
 
 
 def compare(
     history: History,
     *,
+    options: JudgeOptions | None = None,
     baseline: str | None = None,
-    window: int | None = DEFAULT_WINDOW,
-    threshold: float = DEFAULT_THRESHOLD,
-    alpha: float = DEFAULT_ALPHA,
-    persist: int = 1,
     newest_run: str | None = None,
+    current_state: bool = False,
+    series: BenchSeries | None = None,
 ) -> RegressReport:
-    """Compare ``newest_run`` (default: the newest run) with its baseline, per (env, host)."""
-    if threshold < 1.0:
-        raise UserError(
-            f"regress: expected a slowdown threshold >= 1.0 (e.g. 1.10), found {threshold}"
-        )
-    if not 0 < alpha < 1:
-        raise UserError(f"regress: expected 0 < alpha < 1, found {alpha}")
-    if persist < 1 or (window is not None and window < 1):
-        raise UserError("regress: --persist and --window must be at least 1")
+    """The judge's verdicts on ``newest_run`` (default: the newest run), per (env, host).
+
+    With ``current_state``, every (env, host)'s latest result is judged instead, whichever run it
+    is from (the report's view). ``series``: the history's benchmark series, if already loaded.
+    """
+    options = (options or JudgeOptions()).check()
     runs = [r.run_id for r in history.runs()]
     if baseline is not None and baseline not in runs:
         recent = ", ".join(runs[-5:]) or "none"
         raise UserError(
             f"regress: baseline run {baseline!r} is not in the history (recent runs: {recent})"
         )
-    label = (
-        f"run {baseline}"
-        if baseline
-        else f"the {window} result(s) before"
-        if window
-        else "the previous result"
-    )
-    if persist > 1 and not baseline:
-        label += f" the last {persist} runs"
     newest_run = newest_run or (runs[-1] if runs else None)
-    report = RegressReport(newest_run, label, threshold, alpha, persist)
+    report = RegressReport(newest_run, options, baseline, current_state)
     if newest_run is None:
         return report
-    newest_rows = history.results_for_run(newest_run)
-    for new in newest_rows:
-        series = history.series(new.env, new.host_id)
-        idx = next(i for i, r in enumerate(series) if r.rid == new.rid)
-        recent = series[max(0, idx - persist + 1) : idx + 1]
-        if baseline is not None:
-            base_rows = [r for r in series if r.run_id == baseline]
-            recent = [r for r in recent if r.run_id != baseline]
-        else:
-            start = idx - len(recent) + 1
-            base_rows = series[max(0, start - (window or 1)) : start]
-        pair = PairReport(
-            new.env,
-            new.host_id,
-            new,
-            base_rows[-1] if base_rows else None,
-            [r.run_id for r in base_rows],
-        )
-        report.pairs.append(pair)
-        if not base_rows or not recent:
-            pair.note = (
-                "no result for this env and host in the baseline run"
-                if baseline
-                else "first result for this env and host: nothing to compare with"
-            )
-            continue
-        base = base_rows[-1]
-        _compare_outcome(base, new, pair)
-        if _built(base) and _built(new):
-            _compare_checks(history, base, new, pair)
-            if len(recent) == persist:
-                _compare_benchmarks(history, base_rows, recent, pair, threshold, alpha)
-            else:
-                pair.note = (
-                    f"fewer than {persist} results after the baseline: benchmarks not judged yet"
-                )
-        if pair.findings or new.spec_hash != base.spec_hash:
-            pair.changes = changes_between(history, base, new)
-    present = {(r.env, r.host_id) for r in newest_rows}
-    report.missing = [r for r in history.latest_per_pair() if (r.env, r.host_id) not in present]
+    if current_state:
+        rows = history.latest_per_pair()
+    else:
+        rows = history.results_for_run(newest_run)
+        present = {(r.env, r.host_id) for r in rows}
+        report.missing = [r for r in history.latest_per_pair() if (r.env, r.host_id) not in present]
+    judging = _Judging(
+        history, options, baseline, series if series is not None else history.benchmark_series()
+    )
+    report.pairs = [judging.pair(row) for row in rows]
     report.pairs.sort(key=lambda p: (not p.regressed, p.env, p.host))
     return report
 
@@ -375,38 +320,30 @@ def main(
     runs_dir: Path,
     db_path: Path,
     *,
+    options: JudgeOptions,
     baseline: str | None,
-    window: int | None,
-    threshold: float,
-    alpha: float,
-    persist: int,
     out_md: Path,
 ) -> int:
-    """``envlab regress``: ingest, compare, write Markdown; exit 1 on a regression."""
+    """``envlab regress``: ingest, judge, write Markdown; exit 1 on a regression."""
     history, _ingest = open_history(db_path, runs_dir)
     with history:
-        report = compare(
-            history,
-            baseline=baseline,
-            window=window,
-            threshold=threshold,
-            alpha=alpha,
-            persist=persist,
-        )
+        report = compare(history, options=options, baseline=baseline)
         markdown = render_markdown(report)
     atomic_write_text(out_md, markdown)
     summary = write_step_summary(markdown)
     if report.newest_run is None:
-        log(f"regress: no results under {runs_dir}; nothing to compare")
+        log(f"regress: no results under {runs_dir}; nothing to compare; wrote {out_md}")
+        return 0
     for pair in report.regressions:
         for f in pair.findings:
             log(
-                f"REGRESSION {pair.env} on {pair.host}: {f.kind} {f.subject}: {f.before} -> {f.after}"
-                + (f" ({f.detail})" if f.detail else "")
+                f"REGRESSION {pair.env} on {pair.host}: {f.kind} {f.subject}: {f.before} -> "
+                f"{f.after}" + (f" ({f.detail})" if f.detail else "")
             )
     log(
         f"regress: {report.count} regression(s) in {len(report.regressions)} env/host pair(s) "
-        f"of run {report.newest_run} vs {report.baseline_label}"
+        f"of run {report.newest_run} vs {report.baseline_label}; {report.insufficient} "
+        "benchmark(s) with insufficient history to judge speed"
     )
     log(f"wrote {out_md}" + (f" and the step summary {summary}" if summary else ""))
     return EXIT_REGRESSION if report.regressions else 0

@@ -1,13 +1,18 @@
 """The report: one self-contained HTML page, a Markdown summary for a CI step summary, PNG plots.
 
-Everything is read from the history store (after ingesting ``runs_dir``); the newest run is the
-headline. Templates (``envlab/templates``) are fed view-model objects built here; plots are made
-by :mod:`envlab.report.plots` from plain data.
+Everything is read from the history store (after ingesting ``runs_dir``). The report shows the
+*current state* of every env: the latest result of each (env, host), whichever run it came from
+(every nox session is a run of its own), with its run id and age; the benchmarks of the latest
+result that had them; the judge's verdict on each (:mod:`envlab.report.judge`, the same one
+``envlab regress`` gives) and its marks on the history plot. Templates (``templates/``) are fed
+view-model objects built here; plots are made by :mod:`envlab.report.plots` from plain data.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,21 +23,25 @@ from envlab.fsutil import atomic_write_bytes, atomic_write_text
 from envlab.log import log
 from envlab.outcome import Outcome
 from envlab.report import plots
-from envlab.report.regress import (
-    DEFAULT_ALPHA,
-    DEFAULT_THRESHOLD,
-    Change,
-    RegressReport,
-    changes_between,
-    compare,
-    perf_verdict,
-)
+from envlab.report.judge import JudgeOptions, PerfJudgement, Point, Verdict, judge_series
+from envlab.report.regress import Change, RegressReport, compare
 from envlab.report.templating import environment
 from envlab.results import export
-from envlab.results.history import BenchRow, History, ResultRow, RunInfo, SeriesPoint, open_history
+from envlab.results.history import (
+    BenchRow,
+    CompatRow,
+    History,
+    ResultRow,
+    RunInfo,
+    SeriesPoint,
+    open_history,
+)
 
 MD_LIMIT = 1024 * 1024  # GitHub's step summary limit per step
 _TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton")
+_FAILED_TEST = ("failed", "error", "xpassed")
+
+BenchSeries = dict[tuple[str, str, str], list[SeriesPoint]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class HostView:
 
 @dataclass(frozen=True)
 class EnvView:
+    """One (env, host)'s latest result."""
+
     env: str
     host: str
     outcome: Outcome
@@ -69,6 +80,10 @@ class EnvView:
     build_s: float
     reused: bool
     compat_error: str | None
+    run_id: str
+    created: str
+    age: str
+    in_newest_run: bool
 
     @property
     def ran_compat(self) -> bool:
@@ -88,6 +103,8 @@ class ProblemView:
 
 @dataclass(frozen=True)
 class BenchView:
+    """One env's latest result of one benchmark, with the judge's verdict on it."""
+
     key: str
     env: str
     host: str
@@ -102,6 +119,24 @@ class BenchView:
     noisy: bool
     n: int
     error: str | None
+    run_id: str = ""
+    age: str = ""
+    judgement: PerfJudgement | None = None
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.judgement.verdict if self.judgement else None
+
+
+@dataclass(frozen=True)
+class BenchGroupView:
+    """One benchmark across envs: its plot and one row per env."""
+
+    key: str
+    unit: str
+    higher_is_better: bool
+    rows: list[BenchView]
+    figure: FigureView | None
 
 
 @dataclass(frozen=True)
@@ -124,7 +159,7 @@ class RunView:
     run_id: str
     created: str
     hosts: int
-    outcomes: dict[Outcome, int]
+    outcomes: list[tuple[Outcome, int]]  # most severe first
 
 
 @dataclass
@@ -139,26 +174,36 @@ class ReportView:
     hosts: list[HostView] = field(default_factory=list)
     envs: list[EnvView] = field(default_factory=list)
     outcome_counts: dict[Outcome, int] = field(default_factory=dict)
-    # the summary cards: built first, then what needs attention, then what could not run here
+    # the summary cards: what needs attention, then built, then what could not run here
     outcome_cards: list[Outcome] = field(
         default_factory=lambda: [
-            Outcome.BUILT,
             *(o for o in Outcome.by_severity() if o.failed),
+            Outcome.BUILT,
             Outcome.UNAVAILABLE,
         ]
     )
     failed_checks: list[ProblemView] = field(default_factory=list)
     failed_tests: list[ProblemView] = field(default_factory=list)
     benches: list[BenchView] = field(default_factory=list)
+    bench_groups: list[BenchGroupView] = field(default_factory=list)
     figures: dict[str, FigureView] = field(default_factory=dict)
     packages: PackageTable | None = None
     baseline_diffs: list[BaselineDiff] = field(default_factory=list)
     regress: RegressReport | None = None
-    missing: list[ResultRow] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     runs: list[RunView] = field(default_factory=list)
     history_points: int = 0
     history_marks: int = 0
+    marked: list[tuple[str, str, str, str]] = field(default_factory=list)  # key, env, host, run
+    rule: str = ""
+
+    @property
+    def verdict_counts(self) -> dict[Verdict, int]:
+        counts = dict.fromkeys(Verdict, 0)
+        for b in self.benches:
+            if b.verdict is not None:
+                counts[b.verdict] += 1
+        return counts
 
 
 @dataclass(frozen=True)
@@ -167,6 +212,7 @@ class ReportPaths:
     markdown: Path
     plots: list[Path]
     tables: list[Path] = field(default_factory=list)
+    view: ReportView | None = None  # what the pages show, for callers that check it
 
 
 def _label(env: str, host: str, multi_host: bool) -> str:
@@ -188,10 +234,26 @@ def _parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def age(created: str, now: datetime) -> str:
+    """How long before ``now`` a result was created, in the largest unit that fits."""
+    seconds = max(0.0, (now - _parse_time(created)).total_seconds())
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
 def _package_order(name: str) -> tuple[int, str]:
     if name in _TORCH_FAMILY:
         return 0, str(_TORCH_FAMILY.index(name))
     return (2, name) if name.startswith("nvidia-") else (1, name)
+
+
+def _slug(key: str) -> str:
+    """A file name for a benchmark key: readable, and unique by a short hash."""
+    text = re.sub(r"[^A-Za-z0-9]+", "-", key).strip("-")[:48]
+    return f"{text}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
 # --------------------------------------------------------------------------- view model
@@ -204,105 +266,99 @@ class _Builder:
         out_dir: Path,
         *,
         history_runs: int | None,
-        threshold: float,
-        alpha: float,
+        options: JudgeOptions,
+        now: datetime,
     ) -> None:
         self.h = history
         self.out_dir = out_dir
         self.history_runs = history_runs
-        self.threshold = threshold
-        self.alpha = alpha
+        self.options = options.check()
+        self.now = now
+        self.multi_host = False
 
     def build(self, skipped: list[tuple[str, str]]) -> ReportView:
         runs = self.h.runs()
         newest = runs[-1] if runs else None
-        rows = self.h.results_for_run(newest.run_id) if newest else []
-        multi_host = (
-            len({r.host_id for r in rows}) > 1
-            or len({r.host_id for r in self.h.latest_per_pair()}) > 1
-        )
-        rows.sort(key=lambda r: (r.outcome.severity, r.env, r.host_id))
+        state = self._state()
+        self.multi_host = len({r.host_id for r in state}) > 1
         view = ReportView(
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
+            generated=self.now.isoformat(timespec="seconds"),
             newest=newest,
             total_runs=len(runs),
             total_results=self.h.count_results(),
-            multi_host=multi_host,
+            multi_host=self.multi_host,
             skipped=skipped,
+            rule=self.options.rule(),
         )
         counts = self.h.outcome_counts()
         view.runs = [
-            RunView(r.run_id, r.created, r.hosts, counts.get(r.run_id, {}))
+            RunView(r.run_id, r.created, r.hosts, _by_severity(counts.get(r.run_id, {})))
             for r in reversed(runs[-15:])
         ]
-        if not rows:
+        if not state or newest is None:
             return view
-        view.hosts = self._hosts(rows)
-        view.envs = [
-            EnvView(
-                r.env,
-                r.host_id,
-                r.outcome,
-                r.reason,
-                r.torch,
-                r.torch_cuda,
-                r.python,
-                r.n_passed,
-                r.n_failed,
-                r.n_skipped,
-                r.build_s,
-                r.build_reused,
-                r.compat_error,
-            )
-            for r in rows
-        ]
-        for r in rows:
-            view.outcome_counts[r.outcome] = view.outcome_counts.get(r.outcome, 0) + 1
-        rids = [r.rid for r in rows]
-        by_rid = {r.rid: r for r in rows}
-        for rid, checks in self.h.checks(rids).items():
-            for c in checks:
-                if not c.ok:
-                    r = by_rid[rid]
-                    view.failed_checks.append(
-                        ProblemView(
-                            r.env, r.host_id, c.name, c.expected, c.found, c.message, c.layer
-                        )
-                    )
-        compat = self.h.compat(rids)
-        for rid, tests in compat.items():
-            for t in tests:
-                if t.outcome in ("failed", "error", "xpassed"):
-                    r = by_rid[rid]
-                    view.failed_tests.append(
-                        ProblemView(r.env, r.host_id, t.test_id, None, t.outcome, t.message or "")
-                    )
-        view.figures["compat"] = self._compat_figure(rows, compat, multi_host)
-        view.benches = self._benches(rows, self.h.benchmarks(rids), multi_host)
-        if view.benches:
-            view.figures["benchmarks"] = self._bench_figure(view.benches)
-        history_fig = self._history_figure(multi_host, view)
+        self._state_view(view, state, newest.run_id)
+        series = self.h.benchmark_series()
+        marks = self._marks(series)
+        self._benchmarks(view, series, marks)
+        history_fig = self._history_figure(view, series, marks)
         if history_fig:
             view.figures["history"] = history_fig
-        view.packages = self._packages(rows, multi_host)
-        if view.packages and view.packages.rows:
-            view.figures["packages"] = self._figure(
-                "packages",
-                "Package differences between envs",
-                "Only packages whose version differs between the envs that built in the newest run.",
-                plots.package_matrix(view.packages.columns, view.packages.rows[:45]),
-            )
-        if len(runs) > 1:
-            view.regress = compare(self.h, threshold=self.threshold, alpha=self.alpha)
-            view.missing = view.regress.missing
-            view.baseline_diffs = [
-                BaselineDiff(
-                    p.env, p.host, p.baseline.run_id, changes_between(self.h, p.baseline, p.newest)
-                )
-                for p in view.regress.pairs
-                if p.baseline is not None
-            ]
+        self._packages_view(view, state)
+        self._regressions(view, series)
         return view
+
+    def _state(self) -> list[ResultRow]:
+        """The latest result of every (env, host): what needs attention first, newest first."""
+        rows = sorted(self.h.latest_per_pair(), key=lambda r: (r.env, r.host_id))
+        rows.sort(key=lambda r: _parse_time(r.created), reverse=True)
+        rows.sort(key=lambda r: r.outcome.severity)
+        return rows
+
+    def _state_view(self, view: ReportView, state: list[ResultRow], newest_run: str) -> None:
+        view.hosts = self._hosts(state)
+        view.envs = [self._env_view(r, newest_run) for r in state]
+        for r in state:
+            view.outcome_counts[r.outcome] = view.outcome_counts.get(r.outcome, 0) + 1
+        rids = [r.rid for r in state]
+        by_rid = {r.rid: r for r in state}
+        for rid, checks in self.h.checks(rids).items():
+            r = by_rid[rid]
+            view.failed_checks += [
+                ProblemView(r.env, r.host_id, c.name, c.expected, c.found, c.message, c.layer)
+                for c in checks
+                if not c.ok
+            ]
+        compat = self.h.compat(rids)
+        for rid, tests in compat.items():
+            r = by_rid[rid]
+            view.failed_tests += [
+                ProblemView(r.env, r.host_id, t.test_id, None, t.outcome, t.message or "")
+                for t in tests
+                if t.outcome in _FAILED_TEST
+            ]
+        view.figures["compat"] = self._compat_figure(state, compat)
+
+    def _env_view(self, r: ResultRow, newest_run: str) -> EnvView:
+        return EnvView(
+            r.env,
+            r.host_id,
+            r.outcome,
+            r.reason,
+            r.torch,
+            r.torch_cuda,
+            r.python,
+            r.n_passed,
+            r.n_failed,
+            r.n_skipped,
+            r.build_s,
+            r.build_reused,
+            r.compat_error,
+            r.run_id,
+            r.created,
+            age(r.created, self.now),
+            r.run_id == newest_run,
+        )
 
     def _hosts(self, rows: list[ResultRow]) -> list[HostView]:
         seen: dict[str, HostView] = {}
@@ -319,7 +375,7 @@ class _Builder:
         return FigureView(name, title, caption, path, uri)
 
     def _compat_figure(
-        self, rows: list[ResultRow], compat: dict[int, list], multi_host: bool
+        self, rows: list[ResultRow], compat: dict[int, list[CompatRow]]
     ) -> FigureView:
         categories: list[str] = []
         matrix = []
@@ -329,91 +385,141 @@ class _Builder:
                 if t.category not in categories:
                     categories.append(t.category)
                 cell = cells.setdefault(t.category, [0, 0, 0])
-                if t.outcome == "passed":
-                    cell[0] += 1
-                elif t.outcome in ("failed", "error", "xpassed"):
-                    cell[1] += 1
-                else:
-                    cell[2] += 1
-            label = _label(r.env, r.host_id, multi_host)
+                cell[0 if t.outcome == "passed" else 1 if t.outcome in _FAILED_TEST else 2] += 1
+            label = _label(r.env, r.host_id, self.multi_host)
             if r.outcome is Outcome.VERIFY_FAILED:
-                label += " (verify-failed)"
+                label += f" ({r.outcome})"
             reason = r.reason or (r.compat_error if r.outcome.healthy and not cells else None)
             matrix.append(
                 plots.MatrixRow(
                     label, r.outcome, reason, {k: plots.Cell(*v) for k, v in cells.items()}
                 )
             )
-        png = plots.compat_matrix(matrix, categories)
         return self._figure(
             "compat",
             "Compat matrix",
-            "Compat tests run inside each env, per category (passed/total; failures in red). Envs "
-            "that could not be built span their row with the reason.",
-            png,
+            "Compat tests run inside each env's latest result, per category (passed/total; "
+            "failures in red). Envs that could not be built span their row with the reason.",
+            plots.compat_matrix(matrix, categories),
         )
 
-    def _benches(
-        self, rows: list[ResultRow], benches: dict[int, list[BenchRow]], multi_host: bool
-    ) -> list[BenchView]:
-        out = []
-        for r in rows:
-            for b in benches.get(r.rid, []):
-                q1, q3 = _quartiles(b.samples, b.median)
-                out.append(
-                    BenchView(
-                        b.key,
-                        r.env,
-                        r.host_id,
-                        _label(r.env, r.host_id, multi_host),
-                        b.median,
-                        q1,
-                        q3,
-                        b.unit,
-                        b.higher_is_better,
-                        b.fraction_of_peak,
-                        b.peak_source,
-                        b.noisy,
-                        len(b.samples),
-                        b.error,
-                    )
-                )
+    # ----------------------------------------------------------------------- benchmarks
+
+    def _marks(self, series: BenchSeries) -> dict[tuple[str, str, str], list[PerfJudgement]]:
+        """The judge's verdict on every point of every benchmark series (as its newest run)."""
+        return {
+            key: judge_series(
+                [Point(p.run_id, p.median, p.samples) for p in points],
+                higher_is_better=points[0].higher_is_better,
+                options=self.options,
+            )
+            for key, points in series.items()
+            if points
+        }
+
+    def _benchmarks(
+        self,
+        view: ReportView,
+        series: BenchSeries,
+        marks: dict[tuple[str, str, str], list[PerfJudgement]],
+    ) -> None:
+        """The latest result with benchmarks of every (env, host), one plot per benchmark."""
+        rows = self.h.latest_with_benchmarks()
+        benches = self.h.benchmarks([r.rid for r in rows])
+        out = [self._bench_view(r, b, series, marks) for r in rows for b in benches.get(r.rid, [])]
         out.sort(key=lambda b: (b.key, b.env, b.host))
-        return out
+        view.benches = out
+        groups: dict[str, list[BenchView]] = {}
+        for b in out:
+            groups.setdefault(b.key, []).append(b)
+        view.bench_groups = [self._bench_group(key, rows) for key, rows in groups.items()]
 
-    def _bench_figure(self, benches: list[BenchView]) -> FigureView:
-        groups: dict[str, plots.BarGroup] = {}
-        for b in benches:
-            if b.error is not None:
-                continue
-            group = groups.setdefault(b.key, plots.BarGroup(b.key, b.unit, b.higher_is_better, []))
-            group.bars.append(plots.Bar(b.label, b.median, b.q1, b.q3, b.fraction_of_peak, b.noisy))
-        return self._figure(
-            "benchmarks",
-            "Benchmarks across envs",
-            "Median of the raw samples per env; whiskers span the interquartile range; the best env "
-            "is dark blue; % of the device's peak where known.",
-            plots.bench_comparison(list(groups.values())),
+    def _bench_view(
+        self,
+        r: ResultRow,
+        b: BenchRow,
+        series: BenchSeries,
+        marks: dict[tuple[str, str, str], list[PerfJudgement]],
+    ) -> BenchView:
+        q1, q3 = _quartiles(b.samples, b.median)
+        pair = (b.key, r.env, r.host_id)
+        points = series.get(pair, [])
+        at = next((i for i in range(len(points) - 1, -1, -1) if points[i].rid == r.rid), None)
+        judgement = marks[pair][at] if at is not None else None
+        return BenchView(
+            b.key,
+            r.env,
+            r.host_id,
+            _label(r.env, r.host_id, self.multi_host),
+            b.median,
+            q1,
+            q3,
+            b.unit,
+            b.higher_is_better,
+            b.fraction_of_peak,
+            b.peak_source,
+            b.noisy,
+            len(b.samples),
+            b.error,
+            r.run_id,
+            age(r.created, self.now),
+            judgement,
         )
 
-    def _history_figure(self, multi_host: bool, view: ReportView) -> FigureView | None:
-        series = self.h.benchmark_series()
+    def _bench_group(self, key: str, rows: list[BenchView]) -> BenchGroupView:
+        ok = [b for b in rows if b.error is None]
+        figure = None
+        if ok:
+            group = plots.BarGroup(
+                key,
+                ok[0].unit,
+                ok[0].higher_is_better,
+                [
+                    plots.Bar(
+                        b.label,
+                        b.median,
+                        b.q1,
+                        b.q3,
+                        b.fraction_of_peak,
+                        b.noisy,
+                        b.verdict is Verdict.REGRESSION,
+                    )
+                    for b in ok
+                ],
+            )
+            figure = self._figure(
+                f"bench-{_slug(key)}",
+                key,
+                "Median of each env's latest run of it; whiskers span the interquartile range; "
+                "the fastest env dark blue, a regression red; % of the device's peak where known.",
+                plots.bench_comparison([group]),
+            )
+        return BenchGroupView(key, rows[0].unit, rows[0].higher_is_better, rows, figure)
+
+    def _history_figure(
+        self,
+        view: ReportView,
+        series: BenchSeries,
+        marks: dict[tuple[str, str, str], list[PerfJudgement]],
+    ) -> FigureView | None:
         groups: dict[str, plots.LineGroup] = {}
         for (key, env, host), points in sorted(series.items()):
-            if self.history_runs:
-                points = points[-self.history_runs :]
+            verdicts = marks[(key, env, host)]
+            if self.history_runs:  # judged on the whole series, shown for the last runs only
+                points, verdicts = points[-self.history_runs :], verdicts[-self.history_runs :]
             if len(points) < 2:
                 continue
-            marks = self._regression_marks(points)
+            flagged = [i for i, v in enumerate(verdicts) if v.regressed]
             view.history_points += len(points)
-            view.history_marks += len(marks)
+            view.history_marks += len(flagged)
+            view.marked += [(key, env, host, points[i].run_id) for i in flagged]
             group = groups.setdefault(key, plots.LineGroup(key, points[0].unit, []))
             group.lines.append(
                 plots.Line(
-                    _label(env, host, multi_host),
+                    _label(env, host, self.multi_host),
                     [_parse_time(p.created) for p in points],
                     [p.median for p in points],
-                    marks,
+                    flagged,
                 )
             )
         if not groups:
@@ -421,32 +527,31 @@ class _Builder:
         return self._figure(
             "history",
             "Benchmark history",
-            f"Median per run for each env{' and host' if multi_host else ''}. Red triangles: slower than "
-            f"the previous run by more than {self.threshold:.2f}x and significant (one-sided "
-            f"Mann-Whitney U, p < {self.alpha:g}).",
+            f"Median per run for each env{' and host' if self.multi_host else ''}. Red "
+            "triangles: runs the judge flagged as a regression, the verdict `envlab regress` "
+            "gives that run.",
             plots.bench_history(list(groups.values())),
         )
 
-    def _regression_marks(self, points: list[SeriesPoint]) -> list[int]:
-        return [
-            i
-            for i in range(1, len(points))
-            if perf_verdict(
-                points[i - 1].samples,
-                points[i].samples,
-                higher_is_better=points[i].higher_is_better,
-                threshold=self.threshold,
-                alpha=self.alpha,
-            ).regressed
-        ]
+    # ----------------------------------------------------------------------- the rest
 
-    def _packages(self, rows: list[ResultRow], multi_host: bool) -> PackageTable | None:
+    def _packages_view(self, view: ReportView, state: list[ResultRow]) -> None:
+        view.packages = self._packages(state)
+        if view.packages and view.packages.rows:
+            view.figures["packages"] = self._figure(
+                "packages",
+                "Package differences between envs",
+                "Only packages whose version differs between the envs' latest results that built.",
+                plots.package_matrix(view.packages.columns, view.packages.rows[:45]),
+            )
+
+    def _packages(self, rows: list[ResultRow]) -> PackageTable | None:
         built = [r for r in rows if r.outcome.has_env]
         dists = self.h.distributions([r.rid for r in built])
         built = [r for r in built if dists.get(r.rid)]
         if len(built) < 2:
             return None
-        columns = [_label(r.env, r.host_id, multi_host) for r in built]
+        columns = [_label(r.env, r.host_id, self.multi_host) for r in built]
         names = sorted({n for r in built for n in dists[r.rid]}, key=_package_order)
         table = []
         for name in names:
@@ -454,6 +559,26 @@ class _Builder:
             if len(set(versions)) > 1:
                 table.append((name, versions))
         return PackageTable(columns, table, len(names))
+
+    def _regressions(self, view: ReportView, series: BenchSeries) -> None:
+        view.regress = compare(self.h, options=self.options, current_state=True, series=series)
+        view.baseline_diffs = [
+            BaselineDiff(p.env, p.host, p.baseline.run_id, p.changes)
+            for p in view.regress.pairs
+            if p.baseline is not None
+        ]
+
+
+def _by_severity(counts: dict[Outcome, int]) -> list[tuple[Outcome, int]]:
+    return [(o, counts[o]) for o in Outcome.by_severity() if counts.get(o)]
+
+
+def _remove_stale_plots(out_dir: Path, written: Sequence[Path]) -> None:
+    """PNG files under ``plots/`` that this report did not write are from an older one."""
+    keep = {p.resolve() for p in written}
+    for path in (out_dir / "plots").glob("*.png"):
+        if path.resolve() not in keep:
+            path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -480,21 +605,32 @@ def build_report(
     db_path: Path,
     *,
     history_runs: int | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    alpha: float = DEFAULT_ALPHA,
+    options: JudgeOptions | None = None,
+    now: datetime | None = None,
 ) -> ReportPaths:
-    """Ingest ``runs_dir`` into the history at ``db_path`` and write the report into ``out_dir``."""
+    """Ingest ``runs_dir`` into the history at ``db_path`` and write the report into ``out_dir``.
+
+    ``options``: the judge's (default: the calibrated defaults, as ``envlab regress``);
+    ``now``: the time ages are counted to (default: the current time).
+    """
     history, ingest = open_history(db_path, runs_dir)
     with history:
         log("report: building the view from the history")
         view = _Builder(
-            history, out_dir, history_runs=history_runs, threshold=threshold, alpha=alpha
+            history,
+            out_dir,
+            history_runs=history_runs,
+            options=options or JudgeOptions(),
+            now=now or datetime.now(UTC),
         ).build([(str(p), reason) for p, reason in ingest.skipped])
         tables = export.write_csv(history, out_dir)
+    figures = [f.path for f in view.figures.values()]
+    figures += [g.figure.path for g in view.bench_groups if g.figure]
+    _remove_stale_plots(out_dir, figures)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, render_html(view))
     atomic_write_text(md_path, render_markdown(view, html_path.name))
-    return ReportPaths(html_path, md_path, [f.path for f in view.figures.values()], tables)
+    return ReportPaths(html_path, md_path, figures, tables, view)
 
 
 def main(runs_dir: Path, out_dir: Path, db_path: Path) -> int:

@@ -22,8 +22,8 @@ FROM results r LEFT JOIN compat c ON c.rid = r.rid
 GROUP BY r.rid ORDER BY r.created, r.env, r.host_id
 """
 BENCHMARKS_SQL = """
-SELECT r.run_id, r.host_id, r.env, r.created, b.name, b.version, b.params, b.unit, b.higher_is_better,
-       b.median, b.iqr, b.cv, b.noisy, b.fraction_of_peak, b.error
+SELECT r.run_id, r.host_id, r.env, r.created, b.name, b.version, b.params, b.unit,
+       b.higher_is_better, b.median, b.iqr, b.cv, b.noisy, b.fraction_of_peak, b.error
 FROM benchmarks b JOIN results r ON r.rid = b.rid ORDER BY r.created, r.env, b.name
 """
 

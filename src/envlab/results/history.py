@@ -195,15 +195,6 @@ class IngestReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _version_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _facts_torch(facts: dict[str, Any]) -> dict[str, Any]:
-    torch = facts.get("torch")
-    return torch if isinstance(torch, dict) else {}
-
-
 class History:
     """The SQLite index. Use as a context manager, or call :meth:`close`."""
 
@@ -309,8 +300,7 @@ class History:
         return count
 
     def _insert(self, r: Result, source: str | None) -> int:
-        torch = _facts_torch(r.facts)
-        python = r.facts.get("python")
+        torch = r.facts.torch
         counts = r.compat.counts() if r.compat else {"passed": 0, "failed": 0, "skipped": 0}
         gpu = (
             ", ".join(
@@ -343,10 +333,11 @@ class History:
                 r.reason,
                 r.spec_hash,
                 r.description,
-                python.get("version") if isinstance(python, dict) else None,
-                _version_str(torch.get("version")),
-                _version_str(torch.get("cuda")),
-                _version_str(torch.get("cudnn")),
+                r.facts.python.version,
+                torch.version,
+                torch.cuda,
+                # cuDNN reports an integer (91002); the column holds versions as text
+                None if torch.cudnn is None else str(torch.cudnn),
                 r.build.duration_s,
                 int(r.build.reused),
                 counts["passed"],
@@ -402,16 +393,10 @@ class History:
                 for b in r.benchmarks
             ],
         )
-        dists = r.facts.get("distributions")
-        if isinstance(dists, dict):
-            self.db.executemany(
-                "INSERT INTO distributions VALUES (?, ?, ?, ?)",
-                [
-                    (rid, name, _version_str(info.get("version")), info.get("installer"))
-                    for name, info in dists.items()
-                    if isinstance(info, dict)
-                ],
-            )
+        self.db.executemany(
+            "INSERT INTO distributions VALUES (?, ?, ?, ?)",
+            [(rid, name, d.version, d.installer) for name, d in r.facts.distributions.items()],
+        )
         return rid
 
     # ----------------------------------------------------------------------- queries
@@ -456,6 +441,15 @@ class History:
             (),
         )
 
+    def latest_with_benchmarks(self) -> list[ResultRow]:
+        """The newest result of every (env, host) that recorded benchmarks."""
+        return self._rows(
+            "rid IN (SELECT rid FROM (SELECT r.rid, ROW_NUMBER() OVER (PARTITION BY r.env,"
+            " r.host_id ORDER BY r.created DESC, r.run_id DESC) AS n FROM results r"
+            " WHERE EXISTS (SELECT 1 FROM benchmarks b WHERE b.rid = r.rid)) WHERE n = 1)",
+            (),
+        )
+
     def checks(self, rids: Iterable[int]) -> dict[int, list[CheckRow]]:
         out: dict[int, list[CheckRow]] = {}
         for row in self._by_rid(
@@ -468,7 +462,10 @@ class History:
 
     def compat(self, rids: Iterable[int]) -> dict[int, list[CompatRow]]:
         out: dict[int, list[CompatRow]] = {}
-        query = "SELECT rid, test_id, category, outcome, duration_s, message, skip_reason, gpu FROM compat"
+        query = (
+            "SELECT rid, test_id, category, outcome, duration_s, message, skip_reason, gpu"
+            " FROM compat"
+        )
         for row in self._by_rid(query, rids):
             out.setdefault(row[0], []).append(CompatRow(*row[:7], gpu=bool(row[7])))
         return out
@@ -548,7 +545,8 @@ def open_history(db_path: Path, runs_dir: Path | None = None) -> tuple[History, 
     if runs_dir is not None:
         report = history.ingest_dir(runs_dir)
         log(
-            f"history {db_path}: {report.ingested} result(s) ingested, {report.unchanged} unchanged, "
-            f"{len(report.skipped)} skipped; {history.count_results()} in total"
+            f"history {db_path}: {report.ingested} result(s) ingested, "
+            f"{report.unchanged} unchanged, {len(report.skipped)} skipped; "
+            f"{history.count_results()} in total"
         )
     return history, report

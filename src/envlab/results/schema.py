@@ -1,4 +1,4 @@
-"""The result document: one JSON per (run, host, env), versioned, validated on read, written atomically.
+"""The result document: one JSON per (run, host, env), versioned and validated on read.
 
 Layout on disk: ``reports/runs/<run-id>/<host>/<env>.json``. Results from several machines are
 merged by copying their files into one ``reports/runs``.
@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envlab.errors import ResultError
 from envlab.outcome import LayerStatus, Outcome
+from envlab.results.facts import Facts
 
+# Bump on an incompatible change here or to the facts models (results/facts.py), with a migration.
 SCHEMA_VERSION = 1
 TestOutcome = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed"]
 
@@ -149,7 +151,7 @@ class Result(Model):
     reason: str | None = None
     build: BuildRecord = Field(default_factory=BuildRecord)
     checks: list[Check] = Field(default_factory=list)
-    facts: dict[str, Any] = Field(default_factory=dict)
+    facts: Facts = Field(default_factory=Facts)
     compat: CompatRun | None = None
     benchmarks: list[Benchmark] = Field(default_factory=list)
 
@@ -176,7 +178,8 @@ def parse(text: str, source: str = "<result>") -> Result:
         ) from None
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise ResultError(
-            f"{source}: expected an envlab result (with schema_version), found another JSON document"
+            f"{source}: expected an envlab result (with schema_version), "
+            "found another JSON document"
         )
     version = doc["schema_version"]
     if not isinstance(version, int):

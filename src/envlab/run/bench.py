@@ -179,6 +179,26 @@ def _failure(name: str, message: str) -> Benchmark:
     )
 
 
+def _read_run(out: Path, cpu: CpuInfo | None, failure: str | None) -> BenchmarkRun:
+    """The program's records from ``out``, plus a ``benchmark_run`` record when it failed,
+    stopped early, or reported an error."""
+    if out.exists():
+        result = parse_output(out, cpu)
+    elif failure:
+        result = BenchmarkRun([], {}, {}, None)
+    else:
+        raise BenchmarkError(f"the benchmark program exited 0 but wrote no {out}")
+    if failure or not result.context.get("complete", False):
+        running = result.context.get("running")
+        message = failure or "benchmark program stopped before the end"
+        if running:
+            message += f" (while running {running})"
+        result.benchmarks.append(_failure("benchmark_run", message))
+    if result.context.get("error"):
+        result.benchmarks.append(_failure("benchmark_run", str(result.context["error"])))
+    return result
+
+
 def run_benchmark_program(
     python: Path,
     repo_root: Path,
@@ -226,20 +246,7 @@ def run_benchmark_program(
     except CommandError as exc:
         tail = exc.output.strip().splitlines()[-1] if exc.output.strip() else "no output"
         failure = f"benchmark program exited with code {exc.returncode}: {tail}"
-    if out.exists():
-        result = parse_output(out, cpu)
-    elif failure:
-        result = BenchmarkRun([], {}, {}, None)
-    else:
-        raise BenchmarkError(f"the benchmark program exited 0 but wrote no {out}")
-    if failure or not result.context.get("complete", False):
-        running = result.context.get("running")
-        message = failure or "benchmark program stopped before the end"
-        if running:
-            message += f" (while running {running})"
-        result.benchmarks.append(_failure("benchmark_run", message))
-    if result.context.get("error"):
-        result.benchmarks.append(_failure("benchmark_run", str(result.context["error"])))
+    result = _read_run(out, cpu, failure)
     if build_record is not None:
         result.benchmarks.extend(build_benchmarks(build_record))
     return result

@@ -69,7 +69,8 @@ def run_suite(
         )
         counts = run_result.counts()
         log(
-            f"compat suite: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped "
+            f"compat suite: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped "
             f"in {done.duration_s:.1f}s"
         )
         return run_result

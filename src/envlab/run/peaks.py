@@ -114,35 +114,13 @@ def read_cpu_info(
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    blocks = [b for b in text.split("\n\n") if b.strip()]
-    procs: list[dict[str, str]] = []
-    for block in blocks:
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key.strip()] = value.strip()
-        if "processor" in fields:
-            procs.append(fields)
+    procs = _cpuinfo_processors(text)
     if not procs:
         return None
     first = procs[0]
     flags = frozenset(first.get("flags", "").split())
     cores = {(p.get("physical id", "0"), p.get("core id", p["processor"])) for p in procs}
-    mhz: float | None = None
-    source: Literal["max", "nominal"] | None = None
-    max_khz = []
-    for path in sysfs.glob("cpu[0-9]*/cpufreq/cpuinfo_max_freq"):
-        try:
-            max_khz.append(int(path.read_text().strip()))
-        except (OSError, ValueError):
-            continue
-    if max_khz:
-        mhz, source = max(max_khz) / 1000.0, "max"
-    else:
-        nominal = [float(p["cpu MHz"]) for p in procs if _is_float(p.get("cpu MHz", ""))]
-        if nominal:
-            mhz, source = max(nominal), "nominal"
+    mhz, source = _cpu_mhz(sysfs, procs)
     return CpuInfo(
         model=first.get("model name", "unknown"),
         flags=flags,
@@ -151,6 +129,38 @@ def read_cpu_info(
         mhz=mhz,
         mhz_source=source,
     )
+
+
+def _cpuinfo_processors(text: str) -> list[dict[str, str]]:
+    """The ``key: value`` fields of each processor block in /proc/cpuinfo text."""
+    procs: list[dict[str, str]] = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        if "processor" in fields:
+            procs.append(fields)
+    return procs
+
+
+def _cpu_mhz(
+    sysfs: Path, procs: list[dict[str, str]]
+) -> tuple[float | None, Literal["max", "nominal"] | None]:
+    """The highest cpufreq max clock; failing that, the highest clock /proc/cpuinfo reports."""
+    max_khz = []
+    for path in sysfs.glob("cpu[0-9]*/cpufreq/cpuinfo_max_freq"):
+        try:
+            max_khz.append(int(path.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    if max_khz:
+        return max(max_khz) / 1000.0, "max"
+    nominal = [float(p["cpu MHz"]) for p in procs if _is_float(p.get("cpu MHz", ""))]
+    if nominal:
+        return max(nominal), "nominal"
+    return None, None
 
 
 def _is_float(value: str) -> bool:

@@ -28,7 +28,8 @@ def env_files(envspecs: Path) -> list[Path]:
 
 
 def entries(envspecs: Path) -> list[EnvEntry]:
-    """Name, default flag and tags of every env; a file that cannot be parsed still gets a session."""
+    """Name, default flag and tags of every env;
+    a file that cannot be parsed still gets a session."""
     found = []
     for path in env_files(envspecs):
         try:

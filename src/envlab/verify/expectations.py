@@ -1,19 +1,24 @@
 """Verification after every build: is what got installed the build that was asked for?
 
 Each check says what was expected, what was found and, where it can tell, which layer caused a
-mismatch. Facts come from :mod:`envlab.verify.probe` run inside the env.
+mismatch. Facts come from :mod:`envlab.verify.probe` run inside the env, typed by
+:class:`envlab.results.facts.Facts`. Each check is a small function of one :class:`Context`;
+:func:`check` runs the gates, then every other check, in order.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from envlab.results.facts import Facts, ModuleFacts
 from envlab.results.schema import Check
-from envlab.spec.envspec import EnvSpec
+from envlab.spec.envspec import EnvSpec, Expectations
 from envlab.verify import archcompat
 
 # torchvision 0.(N+15) is built for torch 2.N (0.25 <-> 2.10); torchaudio X.Y for torch X.Y.
@@ -38,7 +43,7 @@ def _release(text: str | None) -> str:
 
 
 def expected_family(torch_version: str) -> dict[str, str]:
-    """The torchvision/torchaudio release series built for ``torch_version`` (e.g. 2.10 -> 0.25, 2.10)."""
+    """torchvision/torchaudio release series built for ``torch_version`` (2.10 -> 0.25, 2.10)."""
     v = Version(torch_version)
     return {
         "torchvision": f"0.{v.minor + _TORCHVISION_OFFSET}",
@@ -67,260 +72,397 @@ def _version_matches(expected: str, found: str) -> bool:
     return public == _release(expected)
 
 
-def _owner(layer_packages: dict[str, dict[str, str]], name: str) -> str:
+def _owner(layer_packages: Mapping[str, Mapping[str, str]], name: str) -> str:
     """The last layer that installed ``name`` (the torch layer when unknown)."""
     layers = _changed_by(layer_packages, name)
     return layers[-1] if layers else "torch"
 
 
-def _changed_by(layer_packages: dict[str, dict[str, str]], name: str) -> list[str]:
+def _changed_by(layer_packages: Mapping[str, Mapping[str, str]], name: str) -> list[str]:
     return [layer for layer, pkgs in layer_packages.items() if name in pkgs]
 
 
-def check(
-    spec: EnvSpec,
-    facts: dict,
-    layer_packages: dict[str, dict[str, str]] | None = None,
-    today: date | None = None,
-) -> list[Check]:
-    """Every applicable expectation of ``spec`` against probe ``facts``."""
-    exp = spec.expect
-    layer_packages = layer_packages or {}
-    torch = facts.get("torch") or {}
-    dists = {n: d.get("version") for n, d in (facts.get("distributions") or {}).items()}
-    checks: list[Check] = []
+@dataclass(frozen=True)
+class Context:
+    """What every check looks at: the spec's expectations, the probe's facts, the build."""
 
-    def add(
-        name: str, ok: bool, expected: str, found: str, layer: str | None = None, message: str = ""
-    ) -> None:
-        checks.append(
-            Check(name=name, ok=ok, expected=expected, found=found, layer=layer, message=message)
-        )
+    expect: Expectations
+    facts: Facts
+    # layer name -> {distribution: version} that layer installed
+    layer_packages: Mapping[str, Mapping[str, str]]
+    today: date
 
-    if facts.get("probe_error"):
-        add(
-            "probe",
-            False,
-            "the probe to run",
-            "it crashed",
-            None,
-            facts["probe_error"].splitlines()[-1],
-        )
-        return checks
-    if torch.get("error") or not torch.get("version"):
-        add(
-            "torch-import",
-            False,
-            "import torch to succeed",
-            torch.get("error", "no version"),
-            "torch",
-            "torch cannot be imported in this env",
-        )
-        return checks
-    tv = torch["version"]
-    add("torch-import", True, "import torch to succeed", tv)
+    @property
+    def torch_version(self) -> str:
+        return self.facts.torch.version or ""
 
-    # Integrity: the torch layer's torch must still be the one installed (design rule 1).
-    owner = "nightly" if "nightly" in layer_packages else "torch"
-    layer_torch = (layer_packages.get(owner) or {}).get("torch") or (
-        layer_packages.get("torch") or {}
-    ).get("torch")
-    if layer_torch:
-        now = dists.get("torch")
-        later = [
-            name
-            for name in _changed_by(layer_packages, "torch")
-            if name not in ("torch", "nightly")
+    @property
+    def dists(self) -> dict[str, str | None]:
+        return self.facts.versions()
+
+
+CheckFn = Callable[[Context], list[Check]]
+
+
+def _blame(ok: bool, layer: str | None) -> str | None:
+    return None if ok else layer
+
+
+def probe_ran(ctx: Context) -> list[Check]:
+    """A probe that crashed leaves no facts: report that, not a cascade of missing facts."""
+    error = ctx.facts.probe_error
+    if not error:
+        return []
+    return [
+        Check(
+            name="probe",
+            ok=False,
+            expected="the probe to run",
+            found="it crashed",
+            message=error.splitlines()[-1],
+        )
+    ]
+
+
+def torch_imports(ctx: Context) -> list[Check]:
+    """An env whose torch does not import is broken, whatever else is installed."""
+    torch = ctx.facts.torch
+    if torch.error or not torch.version:
+        return [
+            Check(
+                name="torch-import",
+                ok=False,
+                expected="import torch to succeed",
+                found=torch.error or "no version",
+                layer="torch",
+                message="torch cannot be imported in this env",
+            )
         ]
-        if now != layer_torch:
-            culprit = f"layer {later[0]!r}" if later else "something installed after the build"
-            add(
-                "torch-layer-intact",
-                False,
-                f"torch {layer_torch} (from the {owner} layer)",
-                f"torch {now}",
-                later[0] if later else None,
-                f"torch was replaced by {culprit}",
+    return [
+        Check(name="torch-import", ok=True, expected="import torch to succeed", found=torch.version)
+    ]
+
+
+def torch_layer_intact(ctx: Context) -> list[Check]:
+    """A later layer's resolver silently replacing the torch the torch layer installed."""
+    layers = ctx.layer_packages
+    owner = "nightly" if "nightly" in layers else "torch"
+    layer_torch = (layers.get(owner) or {}).get("torch") or (layers.get("torch") or {}).get("torch")
+    if not layer_torch:
+        return []
+    now = ctx.dists.get("torch")
+    expected = f"torch {layer_torch} (from the {owner} layer)"
+    if now == layer_torch:
+        return [Check(name="torch-layer-intact", ok=True, expected=expected, found=f"torch {now}")]
+    later = [name for name in _changed_by(layers, "torch") if name not in ("torch", "nightly")]
+    culprit = f"layer {later[0]!r}" if later else "something installed after the build"
+    return [
+        Check(
+            name="torch-layer-intact",
+            ok=False,
+            expected=expected,
+            found=f"torch {now}",
+            layer=later[0] if later else None,
+            message=f"torch was replaced by {culprit}",
+        )
+    ]
+
+
+def torch_version(ctx: Context) -> list[Check]:
+    """An index or resolver serving another torch release than the one pinned."""
+    wanted = ctx.expect.torch_version
+    if not wanted:
+        return []
+    ok = _version_matches(wanted, ctx.torch_version)
+    return [
+        Check(
+            name="torch-version",
+            ok=ok,
+            expected=wanted,
+            found=ctx.torch_version,
+            layer=_blame(ok, "torch"),
+            message="" if ok else "the installed torch is not the requested release",
+        )
+    ]
+
+
+def torch_local_tag(ctx: Context) -> list[Check]:
+    """The right release in the wrong build variant (+cpu where +cu128 was asked for)."""
+    wanted = ctx.expect.torch_local
+    if not wanted:
+        return []
+    found = _local(ctx.torch_version) or "(none)"
+    ok = found == wanted
+    return [
+        Check(
+            name="torch-local-tag",
+            ok=ok,
+            expected=f"+{wanted}",
+            found=f"+{found}" if found != "(none)" else found,
+            layer=_blame(ok, "torch"),
+            message="" if ok else "the torch build variant differs from the one asked for",
+        )
+    ]
+
+
+def cpu_only_torch(ctx: Context) -> list[Check]:
+    """A CUDA build of torch landing in an env meant to be CPU-only."""
+    if not ctx.expect.cpu_only:
+        return []
+    cuda = ctx.facts.torch.cuda
+    ok = cuda is None
+    return [
+        Check(
+            name="cpu-only-torch",
+            ok=ok,
+            expected="torch.version.cuda is None",
+            found=f"torch.version.cuda = {cuda!r}",
+            layer=_blame(ok, "torch"),
+            message="" if ok else "a CUDA build of torch in a CPU-only env",
+        )
+    ]
+
+
+def no_nvidia_dists(ctx: Context) -> list[Check]:
+    """Gigabytes of CUDA library wheels dragged into a CPU-only env by some dependency."""
+    if not ctx.expect.cpu_only:
+        return []
+    # nvidia-ml-py is the NVML binding, not a CUDA library: it belongs in every env.
+    nvidia = sorted(n for n in ctx.dists if n.startswith("nvidia-") and n != "nvidia-ml-py")
+    culprits = sorted({layer for n in nvidia for layer in _changed_by(ctx.layer_packages, n)})
+    found = ", ".join(nvidia[:6]) + (" ..." if len(nvidia) > 6 else "") if nvidia else "none"
+    return [
+        Check(
+            name="no-nvidia-dists",
+            ok=not nvidia,
+            expected="no nvidia-* CUDA library distributions",
+            found=found,
+            layer=culprits[0] if culprits else None,
+            message="" if not nvidia else "CUDA wheels were installed into a CPU-only env",
+        )
+    ]
+
+
+def torch_cuda(ctx: Context) -> list[Check]:
+    """A torch built for another CUDA than the env's (or a CPU build where CUDA was expected)."""
+    wanted = ctx.expect.cuda
+    if ctx.expect.cpu_only or not wanted:
+        return []
+    cuda = ctx.facts.torch.cuda
+    ok = cuda == wanted
+    return [
+        Check(
+            name="torch-cuda",
+            ok=ok,
+            expected=f"CUDA {wanted}",
+            found=f"CUDA {cuda}" if cuda else "a CPU-only torch (cuda None)",
+            layer=_blame(ok, "torch"),
+            message="" if ok else "torch.version.cuda differs from the expected CUDA version",
+        )
+    ]
+
+
+def arch_covers(ctx: Context) -> list[Check]:
+    """A torch that imports but has no kernels for the GPUs this env is meant for."""
+    flags = ctx.facts.torch.arch_flags
+    checks = []
+    for target in ctx.expect.arch_covers:
+        verdict, why = archcompat.coverage(flags, target)
+        checks.append(
+            Check(
+                name=f"arch-covers-{target}",
+                ok=verdict != "none",
+                expected=f"{target} covered by the compiled arch list",
+                found=" ".join(flags) or "(empty arch list)",
+                layer=_blame(verdict != "none", "torch"),
+                message=why,
             )
-        else:
-            add(
-                "torch-layer-intact",
-                True,
-                f"torch {layer_torch} (from the {owner} layer)",
-                f"torch {now}",
-            )
-
-    if exp.torch_version:
-        ok = _version_matches(exp.torch_version, tv)
-        add(
-            "torch-version",
-            ok,
-            exp.torch_version,
-            tv,
-            None if ok else "torch",
-            "" if ok else "the installed torch is not the requested release",
-        )
-    if exp.torch_local:
-        found = _local(tv) or "(none)"
-        ok = found == exp.torch_local
-        add(
-            "torch-local-tag",
-            ok,
-            f"+{exp.torch_local}",
-            f"+{found}" if found != "(none)" else found,
-            None if ok else "torch",
-            "" if ok else "the torch build variant differs from the one asked for",
-        )
-
-    cuda = torch.get("cuda")
-    if exp.cpu_only:
-        add(
-            "cpu-only-torch",
-            cuda is None,
-            "torch.version.cuda is None",
-            f"torch.version.cuda = {cuda!r}",
-            None if cuda is None else "torch",
-            "" if cuda is None else "a CUDA build of torch in a CPU-only env",
-        )
-        nvidia = sorted(n for n in dists if n.startswith("nvidia-") and n != "nvidia-ml-py")
-        culprits = sorted({layer for n in nvidia for layer in _changed_by(layer_packages, n)})
-        add(
-            "no-nvidia-dists",
-            not nvidia,
-            "no nvidia-* CUDA library distributions",
-            ", ".join(nvidia[:6]) + (" ..." if len(nvidia) > 6 else "") if nvidia else "none",
-            culprits[0] if culprits else None,
-            "" if not nvidia else "CUDA wheels were installed into a CPU-only env",
-        )
-    elif exp.cuda:
-        ok = cuda == exp.cuda
-        add(
-            "torch-cuda",
-            ok,
-            f"CUDA {exp.cuda}",
-            f"CUDA {cuda}" if cuda else "a CPU-only torch (cuda None)",
-            None if ok else "torch",
-            "" if ok else "torch.version.cuda differs from the expected CUDA version",
-        )
-
-    if exp.arch_covers:
-        flags = torch.get("arch_flags") or []
-        for target in exp.arch_covers:
-            verdict, why = archcompat.coverage(flags, target)
-            add(
-                f"arch-covers-{target}",
-                verdict != "none",
-                f"{target} covered by the compiled arch list",
-                " ".join(flags) or "(empty arch list)",
-                None if verdict != "none" else "torch",
-                why,
-            )
-
-    if exp.torch_family_match:
-        want = expected_family(_release(tv))
-        torch_local = _local(tv)
-        for name in ("torchvision", "torchaudio"):
-            mod = facts.get(name) or {}
-            dist = dists.get(name)
-            if dist is None and not mod.get("version"):
-                continue
-            if mod.get("error"):
-                add(
-                    f"{name}-matches-torch",
-                    False,
-                    f"{name} {want[name]}.x importable beside torch {tv}",
-                    mod["error"],
-                    _owner(layer_packages, name),
-                    f"{name} does not load with this torch",
-                )
-                continue
-            found = mod.get("version") or dist or "?"
-            series = ".".join(_release(found).split(".")[:2])
-            local = _local(found)
-            ok = series == want[name] and (
-                local is None or torch_local is None or local == torch_local
-            )
-            add(
-                f"{name}-matches-torch",
-                ok,
-                f"{name} {want[name]}.x" + (f"+{torch_local}" if torch_local else ""),
-                f"{name} {found}",
-                None if ok else _owner(layer_packages, name),
-                ""
-                if ok
-                else f"{name} {found} is built for another torch release or CUDA variant than torch {tv}",
-            )
-
-    if exp.nightly_max_age_days is not None:
-        built = nightly_date(tv)
-        today = today or datetime.now(UTC).date()
-        if built is None:
-            add(
-                "nightly-fresh",
-                False,
-                "a .devYYYYMMDD nightly build",
-                tv,
-                "nightly",
-                "not a nightly build: the forced reinstall from the nightly index did not take effect",
-            )
-        else:
-            age = (today - built).days
-            ok = age <= exp.nightly_max_age_days
-            add(
-                "nightly-fresh",
-                ok,
-                f"a nightly at most {exp.nightly_max_age_days} days old",
-                f"{built.isoformat()} ({age} days old)",
-                None if ok else "nightly",
-                ""
-                if ok
-                else "the index serves stale nightlies (upstream may have stopped publishing this variant)",
-            )
-
-    if exp.numpy_major is not None:
-        numpy = (facts.get("numpy") or {}).get("version") or dists.get("numpy")
-        major = _version(numpy).major if _version(numpy) else None
-        add(
-            "numpy-major",
-            major == exp.numpy_major,
-            f"NumPy {exp.numpy_major}.x",
-            f"NumPy {numpy}",
-            None if major == exp.numpy_major else "stack",
-        )
-
-    if exp.blas != "any":
-        libs = (facts.get("blas") or {}).get("libraries") or []
-        apis = sorted(
-            {str(lib.get("internal_api")) for lib in libs if lib.get("user_api") == "blas"}
-        )
-        ok = exp.blas in apis
-        add(
-            "numpy-blas",
-            ok,
-            f"numpy/scipy BLAS {exp.blas}",
-            ", ".join(apis) or "unknown (threadpoolctl found none)",
-            None if ok else "stack",
-            f"torch's own BLAS is {torch.get('blas')} (reported separately)",
-        )
-
-    pillow = (facts.get("distributions") or {}).get("pillow")
-    if pillow:
-        installer = pillow.get("installer") or "unknown"
-        ok = installer in ("pip", "uv")
-        add(
-            "pillow-from-pip",
-            ok,
-            "Pillow installed by pip/uv",
-            f"installer {installer}",
-            None if ok else "base",
-            "" if ok else "conda's Pillow conflicts with pip's torchvision (seed 000)",
         )
     return checks
 
 
-def matches_lock(facts: dict, locked: dict[str, str]) -> Check:
+def family_matches(ctx: Context) -> list[Check]:
+    """torchvision/torchaudio built for another torch release or CUDA variant than torch."""
+    if not ctx.expect.torch_family_match:
+        return []
+    want = expected_family(_release(ctx.torch_version))
+    modules = {"torchvision": ctx.facts.torchvision, "torchaudio": ctx.facts.torchaudio}
+    found = (_family_member(ctx, name, mod, want[name]) for name, mod in modules.items())
+    return [c for c in found if c is not None]
+
+
+def _family_member(ctx: Context, name: str, mod: ModuleFacts, series: str) -> Check | None:
+    """One of torchvision/torchaudio against torch; None when it is not installed."""
+    tv = ctx.torch_version
+    dist = ctx.dists.get(name)
+    if dist is None and not mod.version:
+        return None
+    owner = _owner(ctx.layer_packages, name)
+    if mod.error:
+        return Check(
+            name=f"{name}-matches-torch",
+            ok=False,
+            expected=f"{name} {series}.x importable beside torch {tv}",
+            found=mod.error,
+            layer=owner,
+            message=f"{name} does not load with this torch",
+        )
+    found = mod.version or dist or "?"
+    torch_local, local = _local(tv), _local(found)
+    ok = ".".join(_release(found).split(".")[:2]) == series and (
+        local is None or torch_local is None or local == torch_local
+    )
+    return Check(
+        name=f"{name}-matches-torch",
+        ok=ok,
+        expected=f"{name} {series}.x" + (f"+{torch_local}" if torch_local else ""),
+        found=f"{name} {found}",
+        layer=_blame(ok, owner),
+        message=""
+        if ok
+        else f"{name} {found} is built for another torch release or CUDA variant than torch {tv}",
+    )
+
+
+def nightly_fresh(ctx: Context) -> list[Check]:
+    """A nightly env quietly running a release build, or nightlies the index stopped refreshing."""
+    max_age = ctx.expect.nightly_max_age_days
+    if max_age is None:
+        return []
+    built = nightly_date(ctx.torch_version)
+    if built is None:
+        return [
+            Check(
+                name="nightly-fresh",
+                ok=False,
+                expected="a .devYYYYMMDD nightly build",
+                found=ctx.torch_version,
+                layer="nightly",
+                message="not a nightly build: "
+                "the forced reinstall from the nightly index did not take effect",
+            )
+        ]
+    age = (ctx.today - built).days
+    ok = age <= max_age
+    return [
+        Check(
+            name="nightly-fresh",
+            ok=ok,
+            expected=f"a nightly at most {max_age} days old",
+            found=f"{built.isoformat()} ({age} days old)",
+            layer=_blame(ok, "nightly"),
+            message=""
+            if ok
+            else "the index serves stale nightlies "
+            "(upstream may have stopped publishing this variant)",
+        )
+    ]
+
+
+def numpy_major(ctx: Context) -> list[Check]:
+    """A NumPy major version the env's compiled extensions were not built against."""
+    wanted = ctx.expect.numpy_major
+    if wanted is None:
+        return []
+    numpy = ctx.facts.numpy.version or ctx.dists.get("numpy")
+    version = _version(numpy)
+    ok = version is not None and version.major == wanted
+    return [
+        Check(
+            name="numpy-major",
+            ok=ok,
+            expected=f"NumPy {wanted}.x",
+            found=f"NumPy {numpy}",
+            layer=_blame(ok, "stack"),
+        )
+    ]
+
+
+def numpy_blas(ctx: Context) -> list[Check]:
+    """numpy/scipy linked against another BLAS than the env promises (speed, OpenMP clashes)."""
+    wanted = ctx.expect.blas
+    if wanted == "any":
+        return []
+    libraries = ctx.facts.blas.libraries
+    apis = sorted({str(lib.internal_api) for lib in libraries if lib.user_api == "blas"})
+    ok = wanted in apis
+    return [
+        Check(
+            name="numpy-blas",
+            ok=ok,
+            expected=f"numpy/scipy BLAS {wanted}",
+            found=", ".join(apis) or "unknown (threadpoolctl found none)",
+            layer=_blame(ok, "stack"),
+            message=f"torch's own BLAS is {ctx.facts.torch.blas} (reported separately)",
+        )
+    ]
+
+
+def pillow_from_pip(ctx: Context) -> list[Check]:
+    """conda's Pillow under pip's torchvision, which is built and tested against PyPI's Pillow."""
+    pillow = ctx.facts.distributions.get("pillow")
+    if pillow is None:
+        return []
+    installer = pillow.installer or "unknown"
+    ok = installer in ("pip", "uv")
+    return [
+        Check(
+            name="pillow-from-pip",
+            ok=ok,
+            expected="Pillow installed by pip/uv",
+            found=f"installer {installer}",
+            layer=_blame(ok, "base"),
+            message=""
+            if ok
+            else "conda's Pillow conflicts with pip's torchvision (its DLLs break it on Windows)",
+        )
+    ]
+
+
+# A failed gate makes every later check meaningless (there is no torch to judge), so check() stops.
+GATES: tuple[CheckFn, ...] = (probe_ran, torch_imports)
+CHECKS: tuple[CheckFn, ...] = (
+    torch_layer_intact,
+    torch_version,
+    torch_local_tag,
+    cpu_only_torch,
+    no_nvidia_dists,
+    torch_cuda,
+    arch_covers,
+    family_matches,
+    nightly_fresh,
+    numpy_major,
+    numpy_blas,
+    pillow_from_pip,
+)
+
+
+def check(
+    spec: EnvSpec,
+    facts: Facts,
+    layer_packages: Mapping[str, Mapping[str, str]] | None = None,
+    today: date | None = None,
+) -> list[Check]:
+    """Every applicable expectation of ``spec`` against probe ``facts``, gates first."""
+    ctx = Context(
+        expect=spec.expect,
+        facts=facts,
+        layer_packages=layer_packages or {},
+        today=today or datetime.now(UTC).date(),
+    )
+    checks: list[Check] = []
+    for gate in GATES:
+        checks += gate(ctx)
+        if failures(checks):
+            return checks
+    for fn in CHECKS:
+        checks += fn(ctx)
+    return checks
+
+
+def matches_lock(facts: Facts, locked: Mapping[str, str]) -> Check:
     """The installed distributions are exactly the locked set (names and versions)."""
-    installed = {n: d.get("version") for n, d in (facts.get("distributions") or {}).items()}
+    installed = facts.versions()
     extra = sorted(set(installed) - set(locked))
     missing = sorted(set(locked) - set(installed))
     moved = sorted(
@@ -328,17 +470,14 @@ def matches_lock(facts: dict, locked: dict[str, str]) -> Check:
         for n in set(locked) & set(installed)
         if _release(installed[n]) != _release(locked[n]) and installed[n] != locked[n]
     )
-    problems = (
-        ([f"not locked: {', '.join(extra[:5])}"] if extra else [])
-        + ([f"missing: {', '.join(missing[:5])}"] if missing else [])
-        + (
-            [
-                f"other version: {', '.join(f'{n} {installed[n]} (locked {locked[n]})' for n in moved[:5])}"
-            ]
-            if moved
-            else []
-        )
-    )
+    problems = []
+    if extra:
+        problems.append(f"not locked: {', '.join(extra[:5])}")
+    if missing:
+        problems.append(f"missing: {', '.join(missing[:5])}")
+    if moved:
+        listed = ", ".join(f"{n} {installed[n]} (locked {locked[n]})" for n in moved[:5])
+        problems.append(f"other version: {listed}")
     return Check(
         name="matches-lock",
         ok=not problems,

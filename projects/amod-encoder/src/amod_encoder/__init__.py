@@ -1,4 +1,4 @@
-"""A tiny encoder: a linear map from image features to voxel responses (stands in for the seed's project)."""
+"""A tiny encoder: a linear map from image features to voxel responses (stands in for a real neuroimaging project)."""
 
 from __future__ import annotations
 
