@@ -3,6 +3,7 @@ from envspecs/ (one `test-<env>` and `bench-<env>` per envspec), never from lite
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,22 @@ import nox
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "src"))
 from envlab.spec.catalog import entries  # stdlib-only: safe before envlab is installed
+
+# Index settings of the caller's environment are ignored by envlab's builds; the sessions' own
+# installs (uv pip install -e .) must not break on them either.
+for _var in (
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_NO_INDEX",
+):
+    os.environ.pop(_var, None)
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv"
@@ -71,6 +88,18 @@ def report(session: nox.Session) -> None:
 def regress(session: nox.Session) -> None:
     """Compare the newest run with a baseline; non-zero exit on regression."""
     envlab(session, "regress")
+
+
+@nox.session(python=PYTHON, tags=["report"])
+def results(session: nox.Session) -> None:
+    """The results store on its git branch: `-- pull`, `-- push`, `-- publish` (the report site)."""
+    envlab(session, "results")
+
+
+@nox.session(python=PYTHON, tags=["report"])
+def bisect(session: nox.Session) -> None:
+    """Name the package change (or nightly) that broke one item: `-- ENV --good RUN --bad RUN`."""
+    envlab(session, "bisect")
 
 
 @nox.session(python=PYTHON, tags=["doctor"])

@@ -128,16 +128,18 @@ def _torch_context(torch: Any, threads: int, context: dict[str, Any]) -> bool:
 def _selected(
     parser: argparse.ArgumentParser, specs: list[suite.Bench], only: list[str] | None
 ) -> list[suite.Bench]:
-    """``specs`` narrowed to ``--only`` (an unknown name is a usage error)."""
+    """``specs`` narrowed to ``--only``: a benchmark's key or the name of a record it writes
+    (``compile_time_cpu`` selects ``compile_speedup_cpu``); an unknown name is a usage error."""
     if not only:
         return specs
-    known = {s.key for s in specs}
+    names = {s.key: {s.key, *(out.name for out in s.outputs)} for s in specs}
+    known = set().union(*names.values())
     unknown = sorted(set(only) - known)
     if unknown:
         parser.error(
             f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    return [s for s in specs if s.key in only]
+    return [s for s in specs if names[s.key] & set(only)]
 
 
 def _skip_reason(spec: suite.Bench, ctx: suite.Ctx, only: list[str] | None) -> str | None:

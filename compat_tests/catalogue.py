@@ -169,8 +169,9 @@ def render(checks: list[Check]) -> str:
         "",
         (
             f"{len(checks)} checks, {items} test items ({gpu_items} need a GPU), "
-            f"in {len(categories)} categories. GPU checks skip with the reason when no GPU is "
-            "present; in a CPU-only env (`cpu_only: true`) they assert that CUDA is absent instead."
+            f"in {len(categories)} categories. GPU checks skip with the reason when the host has "
+            "no NVIDIA GPU, and fail naming why (driver, arch) when it has one CUDA cannot use; "
+            "in a CPU-only env (`cpu_only: true`) they assert that CUDA is absent instead."
         ),
         "",
         "| Category | Check | GPU | Items | What it checks | What a failure usually means / fix |",

@@ -7,10 +7,12 @@ checks that use it (with the reason) instead of breaking collection of the whole
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -212,6 +214,103 @@ def no_cuda_reason(torch: ModuleType) -> str | None:
         except Exception as exc:  # noqa: BLE001 - the init error is the most precise reason
             detail = f": {first_line(exc).split('. ')[0]}"
     return f"no CUDA device: torch.cuda.is_available() is False ({torch_label(torch)}){detail}"
+
+
+# The lowest driver that runs any build of a CUDA major (NVIDIA's minor-version compatibility;
+# Linux values, the same as envlab's hardware knowledge table, which a test keeps in step).
+DRIVER_FLOOR = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+_SMI_QUERY = "--query-gpu=index,name,compute_cap,driver_version"
+
+
+def _driver_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+@functools.cache
+def detect_nvidia_gpus() -> tuple[dict[str, Any], ...]:
+    """The host's NVIDIA GPUs as ``nvidia-smi`` lists them, independent of torch ([]: none)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    try:
+        done = subprocess.run(
+            [smi, _SMI_QUERY, "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    gpus = []
+    for line in done.stdout.splitlines() if done.returncode == 0 else []:
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) >= 4 and cells[0].isdigit():
+            cc = cells[2] if re.fullmatch(r"\d+\.\d+", cells[2]) else None
+            gpus.append(
+                {
+                    "index": int(cells[0]),
+                    "name": cells[1],
+                    "compute_capability": cc,
+                    "driver": cells[3],
+                }
+            )
+    return tuple(gpus)
+
+
+def host_gpus(expect: Expect) -> list[dict[str, Any]]:
+    """The host's NVIDIA GPUs: as envlab's doctor detected them, else asked of nvidia-smi."""
+    declared = expect.raw("host_gpus")
+    if expect.declared and isinstance(declared, list):
+        return declared
+    return list(detect_nvidia_gpus())
+
+
+def _gpu_name(gpu: dict[str, Any]) -> str:
+    cc = gpu.get("compute_capability")
+    return f"GPU {gpu.get('index', 0)} {gpu.get('name', '?')}" + (
+        f" (sm_{str(cc).replace('.', '')})" if cc else ""
+    )
+
+
+def _driver_reason(torch: ModuleType, driver: str | None) -> str | None:
+    cuda = getattr(torch.version, "cuda", None)
+    if not cuda or not driver:
+        return None
+    floor = DRIVER_FLOOR.get(int(cuda.split(".")[0]))
+    if floor and _driver_key(driver) < _driver_key(floor):
+        return (
+            f"driver {driver} is older than {floor}, the oldest that runs CUDA "
+            f"{cuda.split('.')[0]}.x (torch is built for CUDA {cuda})"
+        )
+    return None
+
+
+def gpu_unusable(torch: ModuleType, gpus: list[dict[str, Any]], driver: str | None) -> str:
+    """Why a host with NVIDIA GPUs gets no CUDA from this torch, with what to do about it."""
+    driver = driver or next((g.get("driver") for g in gpus if g.get("driver")), None)
+    reasons = [no_cuda_reason(torch) or "torch.cuda.is_available() is False"]
+    if getattr(torch.version, "cuda", None) is None:
+        reasons.append("this torch is a CPU-only build")
+    driver_reason = _driver_reason(torch, driver)
+    if driver_reason:
+        reasons.append(driver_reason)
+    flags = arch_flags(torch) if getattr(torch.version, "cuda", None) else []
+    for gpu in gpus:
+        cc = gpu.get("compute_capability")
+        if cc and flags:
+            verdict, why = coverage(flags, parse_capability(str(cc)))
+            if not verdict:
+                reasons.append(f"{_gpu_name(gpu)}: {why}")
+    listed = ", ".join(_gpu_name(g) for g in gpus)
+    return (
+        f"this host has an NVIDIA GPU ({listed}"
+        + (f", driver {driver}" if driver else "")
+        + ") but CUDA is unusable: "
+        + "; ".join(reasons)
+        + ". Fix: use the env whose build covers this GPU and driver (`nox -s doctor` names it), "
+        "or update the NVIDIA driver."
+    )
 
 
 def cuda_absence_problems(torch: ModuleType) -> list[str]:

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compat_support import Expect, assert_cuda_absent, load_expect, need, no_cuda_reason
+from compat_support import (
+    Expect,
+    assert_cuda_absent,
+    gpu_unusable,
+    host_gpus,
+    load_expect,
+    need,
+    no_cuda_reason,
+)
 
 EXPECT_KEY = pytest.StashKey[Expect]()
 MESSAGE_LIMIT = 1000
@@ -46,15 +54,21 @@ def expect(request: pytest.FixtureRequest) -> Expect:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """GPU checks: skip without a device, or assert CUDA's absence in a CPU-only env."""
+    """GPU checks: skip on a host without an NVIDIA GPU, fail naming why on a host with one where
+    CUDA does not work, or assert CUDA's absence in a CPU-only env."""
     if pyfuncitem.get_closest_marker("gpu") is None:
         return None
     torch = need("torch")
-    if pyfuncitem.config.stash[EXPECT_KEY].cpu_only:
+    expect = pyfuncitem.config.stash[EXPECT_KEY]
+    if expect.cpu_only:
         assert_cuda_absent(torch)
         return True  # the absence of CUDA is this check's result in a CPU-only env
     reason = no_cuda_reason(torch)
     if reason:
+        gpus = host_gpus(expect)
+        # a GPU the env cannot use is a broken env, not a machine without GPUs
+        if gpus and (expect.raw("cuda") or getattr(torch.version, "cuda", None)):
+            pytest.fail(gpu_unusable(torch, gpus, expect.raw("driver")), pytrace=False)
         pytest.skip(reason)
     return None
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from compat_support import need
 
 CATEGORY = "openmp"
@@ -105,3 +111,115 @@ def test_openmp_parallel_region_works() -> None:
     finally:
         torch.set_num_threads(previous)
     assert total == n * (n - 1) / 2, f"parallel sum gave {total}, expected {n * (n - 1) / 2}"
+
+
+# The stack imported in the worst order for threads: every package that brings an OpenMP runtime
+# of its own (scikit-learn vendors a libgomp) before torch, whose runtime then starts second.
+WORST_ORDER = ("sklearn.linear_model", "scipy.linalg", "numpy", "pandas", "cv2")
+_THREADS_PROBE = """
+import importlib, json, os, sys
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+import torch
+paths = set()
+with open("/proc/self/maps") as maps:
+    for line in maps:
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith("/"):
+            paths.add(parts[5].strip())
+print(json.dumps({"threads": torch.get_num_threads(), "paths": sorted(paths)}))
+"""
+
+
+def _openmp_copies(paths: list[str]) -> list[str]:
+    """The OpenMP runtime libraries among ``paths``, one per file (two copies count twice)."""
+    return sorted(p for p in paths if any(rx.search(Path(p).name.lower()) for rx, _ in _RUNTIMES))
+
+
+PINNINGS = ("sched_setaffinity", "GOMP_CPU_AFFINITY")
+
+
+@functools.cache
+def _worst_order_runs(cpus: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """Import the stack in the worst order in fresh processes pinned to ``cpus``, one per way of
+    pinning, started together (each imports the whole stack: seconds)."""
+    modules = [m for m in WORST_ORDER if importlib.util.find_spec(m.split(".")[0]) is not None]
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY")
+    }
+    started = {}
+    for pinning in PINNINGS:
+        env = dict(base)
+        if pinning == "GOMP_CPU_AFFINITY":
+            env["GOMP_CPU_AFFINITY"] = ",".join(map(str, cpus))
+        started[pinning] = subprocess.Popen(
+            [sys.executable, "-c", _THREADS_PROBE, *modules],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        )
+    found = {}
+    for pinning, child in started.items():
+        out, err = child.communicate(timeout=300)
+        if child.returncode != 0:
+            tail = (err.strip().splitlines() or ["no output"])[-1]
+            pytest.fail(f"importing {', '.join(modules)} then torch failed: {tail}", pytrace=False)
+        found[pinning] = {"modules": modules, **json.loads(out.strip().splitlines()[-1])}
+    return found
+
+
+def _pinned_cpus() -> tuple[int, ...]:
+    if not sys.platform.startswith("linux"):
+        pytest.skip(f"CPU affinity is set with sched_setaffinity, which {sys.platform} lacks")
+    cpus = tuple(sorted(os.sched_getaffinity(0)))[:4]
+    if len(cpus) < 2:
+        pytest.skip(f"this process may use {len(cpus)} CPU: a thread count needs 2 or more")
+    return cpus
+
+
+@pytest.mark.parametrize("pinning", PINNINGS)
+def test_torch_threads_fill_the_pinned_cpus(pinning: str) -> None:
+    """With the CPUs pinned (taskset-style, or GOMP_CPU_AFFINITY) and scikit-learn imported before
+    torch, torch.get_num_threads() equals the number of pinned CPUs.
+
+    Fix: 1 thread under GOMP_CPU_AFFINITY means another libgomp (scikit-learn's vendored copy)
+    started first and bound the process to one CPU before torch's copy counted them: pin CPUs
+    with taskset/numactl instead, import torch first, or set OMP_NUM_THREADS explicitly.
+    """
+    need("torch")
+    cpus = _pinned_cpus()
+    found = _worst_order_runs(cpus)[pinning]
+    copies = _openmp_copies(found["paths"])
+    setting = (
+        f"GOMP_CPU_AFFINITY={','.join(map(str, cpus))}"
+        if pinning == "GOMP_CPU_AFFINITY"
+        else f"affinity {','.join(map(str, cpus))} (as taskset sets it)"
+    )
+    assert found["threads"] == len(cpus), (
+        f"torch.get_num_threads() is {found['threads']} with {len(cpus)} CPUs pinned by "
+        f"{setting} after importing {', '.join(found['modules'])} before torch; OpenMP "
+        f"runtimes loaded: {', '.join(copies) or 'none'}. Fix: pin CPUs with taskset/numactl "
+        "(not GOMP_CPU_AFFINITY), import torch first, or set OMP_NUM_THREADS."
+    )
+
+
+def test_one_openmp_runtime_per_process() -> None:
+    """After importing the stack (scikit-learn first), one OpenMP runtime library is loaded.
+
+    Fix: two copies of libgomp (pip's torch and scikit-learn each vendor one) run two thread pools
+    that oversubscribe the CPUs and, under GOMP_CPU_AFFINITY, starve torch to 1 thread; pip wheels
+    cannot share one, so cap both (threadpoolctl, OMP_NUM_THREADS) or use an env whose packages
+    link one shared libgomp (conda-forge's scikit-learn next to a torch on the same runtime).
+    """
+    need("torch")
+    cpus = _pinned_cpus()
+    found = _worst_order_runs(cpus)["sched_setaffinity"]
+    copies = _openmp_copies(found["paths"])
+    assert len(copies) <= 1, (
+        f"{len(copies)} OpenMP runtime libraries in one process after importing "
+        f"{', '.join(found['modules'])} and torch: {', '.join(copies)}. Fix: cap each pool "
+        "(threadpoolctl.threadpool_limits, OMP_NUM_THREADS), or build the env from packages "
+        "that share one libgomp."
+    )

@@ -54,12 +54,20 @@ def e2e_disabled() -> str | None:
     return pypi_reachable()
 
 
+def extra_e2e_disabled() -> str | None:
+    """Real-torch tests share one env per run; the ones that need another are opt-in."""
+    if os.environ.get("ENVLAB_E2E_EXTRA") != "1":
+        return "builds another real torch env (about 4 GB); set ENVLAB_E2E_EXTRA=1 to run it"
+    return e2e_disabled()
+
+
 CHECKS = {
     "network": pypi_reachable,
     "conda": conda_missing,
     "gpu": gpu_missing,
     "browser": browser_missing,
     "e2e": e2e_disabled,
+    "e2e_extra": extra_e2e_disabled,
 }
 
 

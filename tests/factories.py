@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from envlab.outcome import Outcome
 from envlab.results.facts import Distribution, Facts, PythonFacts, TorchFacts
 from envlab.results.schema import (
     GPU,
@@ -456,3 +457,33 @@ def nights(
 def crashed_compat(error: str = SEGFAULT) -> CompatRun:
     """A compat run that crashed before writing any outcome."""
     return CompatRun(tests=[], duration_s=1.2, returncode=-11, error=error)
+
+
+def exact(
+    run_id_: str,
+    env: str,
+    dists: dict[str, str],
+    *,
+    tests: dict[str, str] | None = None,
+    benchmarks: list[Benchmark] | None = None,
+    host_: Host | None = None,
+    created: str = "2026-11-20T02:00:00+00:00",
+) -> Result:
+    """A built result of ``env`` holding exactly ``dists``, with compat outcomes ``tests``
+    (test id -> outcome): the two ends of a bisect."""
+    torch = dists.get("torch")
+    outcomes = [
+        CompatTest(id=test_id, category="planted", outcome=outcome)  # type: ignore[arg-type]
+        for test_id, outcome in (tests or {}).items()
+    ]
+    return Result(
+        run_id=run_id_,
+        created=created,
+        env=env,
+        spec_hash=f"{env}-spec",
+        host=host_ or host(),
+        outcome=Outcome.BUILT,
+        facts=built_facts(torch or "", None, dists),
+        compat=CompatRun(tests=outcomes) if tests is not None else None,
+        benchmarks=benchmarks or [],
+    )

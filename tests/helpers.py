@@ -60,3 +60,34 @@ def envlab(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def ffmpeg_present() -> bool:
+    """Whether the dynamic loader finds FFmpeg's libavutil (TorchCodec's system dependency)."""
+    import ctypes
+
+    for major in (56, 57, 58, 59, 60):
+        try:
+            ctypes.CDLL(f"libavutil.so.{major}")
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def known_stable_failures() -> dict[str, str]:
+    """Compat checks (by test name) the real `stable` env fails on this host, each with a fragment
+    of the reason it must give: pip's torch and scikit-learn each vendor a libgomp (two OpenMP
+    runtimes; under GOMP_CPU_AFFINITY the second starts on one CPU), and TorchCodec needs FFmpeg
+    from the system."""
+    known = {
+        "test_torch_threads_fill_the_pinned_cpus[GOMP_CPU_AFFINITY]": (
+            "Fix: pin CPUs with taskset/numactl (not GOMP_CPU_AFFINITY)"
+        ),
+        "test_one_openmp_runtime_per_process": "2 OpenMP runtime libraries",
+    }
+    if not ffmpeg_present():
+        known["test_audio_wav_roundtrip_and_resample"] = (
+            "TorchCodec is installed but finds no FFmpeg shared library"
+        )
+    return known

@@ -18,6 +18,7 @@ import http.server
 import io
 import json
 import os
+import posixpath
 import re
 import struct
 import sys
@@ -195,6 +196,13 @@ def python_package_files(prefix: Path | None = None) -> dict[str, Entry]:
             depth = "/".join([".."] * (target.count("/") - 1))
             files[target] = _relocated(path, prefix, f"$ORIGIN/{depth}")
     files[f"{rel_stdlib}/site-packages/README.txt"] = Entry(b"site-packages of the conda base\n")
+    # the C headers, as conda-forge's python ships them: torch.compile's CPU backend includes
+    # Python.h when it builds its kernels
+    include = Path(sysconfig.get_path("include", vars={"installed_base": str(prefix)}))
+    for path in sorted(include.rglob("*")):
+        if path.is_file():
+            target = f"{include.relative_to(prefix).as_posix()}/{path.relative_to(include)}"
+            files[target] = _relocated(path, prefix, "$ORIGIN")
     return files
 
 
@@ -278,6 +286,20 @@ def installed(name: str) -> metadata.Distribution:
     return metadata.distribution(name)
 
 
+def _scripts(dist: metadata.Distribution, site: str) -> dict[str, Entry]:
+    """The distribution's files outside site-packages (numpy's ``bin/f2py``), at their paths in
+    the prefix: its RECORD lists them, and a conda package ships them too."""
+    files: dict[str, Entry] = {}
+    for f in dist.files or []:
+        path = Path(str(dist.locate_file(f)))
+        if f.as_posix().startswith("..") and path.is_file():
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            files[posixpath.normpath(f"{site}/{f.as_posix()}")] = Entry(
+                path.read_bytes(), mode=mode
+            )
+    return files
+
+
 def conda_python_package(
     channel: LocalChannel, name: str, depends: list[str], subdir: str = "linux-64"
 ) -> Path:
@@ -285,6 +307,7 @@ def conda_python_package(
     dist = installed(name)
     site = sysconfig.get_path("purelib", vars={"base": "."}).lstrip("./")
     files = {f"{site}/{rel}": entry for rel, entry in _site_files(dist).items()}
+    files |= _scripts(dist, site)
     files[f"{site}/{_dist_info(dist)}/INSTALLER"] = Entry(b"conda\n")
     return channel.add(
         name.lower(),

@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from envlab import pipeline
-from envlab.build import layers
+from envlab.build import layers, mirrors
 from envlab.build.interpreters import Interpreter
 from envlab.build.uv import Uv
 from envlab.errors import CommandError
@@ -86,8 +86,12 @@ HASH = (
     "Expected:\n  sha256:aaaa\n\nComputed:\n  sha256:bbbb\n"
 )
 FAKE_PYTHON = """#!/bin/sh
-# Stand-in for the env's interpreter: prints the facts the probe would find in this env.
-cat "$(dirname "$0")/../fake-facts.json"
+# Stand-in for the env's interpreter: prints the facts the probe would find in this env, or what
+# the installed-files scan finds (every file in place).
+case "$1" in
+  *installed_files.py) echo '{"distributions": 0, "files": 0, "problems": [], "deep": false}' ;;
+  *) cat "$(dirname "$0")/../fake-facts.json" ;;
+esac
 """
 
 
@@ -128,6 +132,8 @@ class FakeUv:
         if args[:2] == ["pip", "list"]:
             rows = [{"name": n, "version": v} for n, v in _dists(env).items()]
             return f"Using Python {PY} environment at: {env}\n{json.dumps(rows)}\n"
+        if args[:2] == ["pip", "check"]:
+            return f"Checked {len(_dists(env))} packages\nAll installed packages are compatible\n"
         assert args[:2] == ["pip", "install"], args
         self.constraints += [Path(c).read_text() for c in opts.get("--constraint", [])]
         if "-r" in opts:
@@ -398,14 +404,28 @@ def test_locked_layers_install_the_mirrored_copy_of_the_lock(
         f'wheels = [{{ url = "{PYPI}/timmish/timmish-1.0.whl" }}]\n'
     )
     p = plan_for(locks=locks)
+
+    def mirror_page(index: indexes.Index, name: str) -> list[indexes.IndexFile]:
+        # the mirror's project page lists the locked file under its own URL
+        assert index.url == mirror, "only the mirrored index's page is asked for"
+        return [indexes.IndexFile(f"{name}-2.10.0+cu128.whl", f"{mirror}/files/{name}.whl")]
+
+    monkeypatch.setattr(mirrors, "project_files", mirror_page)
     fake = FakeUv()
     result = build(p, fake)
     assert result.outcome is Outcome.BUILT, result.reason
     for argv in fake.installs():
         assert argv[4:6] == ["--preview-features", "pylock"] and "--index-url" not in argv
         assert Path(argv[argv.index("-r") + 1]).name.startswith("pylock.linux-64-")
-    assert f"{mirror}/torch/torch-2.10.0+cu128.whl" in fake.locks[0]  # the mirror serves it
+    assert f'url = "{mirror}/files/torch.whl"' in fake.locks[0]  # the mirror serves it
     assert TORCH_URL not in fake.locks[0] and f"{PYPI}/timmish/" in fake.locks[1]
+    torch_files = result.record.layers[1].files
+    assert [(f.name, f.url, f.mirror) for f in torch_files] == [
+        ("torch", f"{mirror}/files/torch.whl", True)
+    ]
+    assert [(f.url, f.mirror) for f in result.record.layers[2].files] == [
+        (f"{PYPI}/timmish/timmish-1.0.whl", False)
+    ]
     assert result.layer_packages == {
         "torch": {"torch": "2.10.0+cu128"},
         "stack": {"timmish": "1.0"},
@@ -457,7 +477,9 @@ def test_run_env_builds_probes_and_verifies_through_the_injected_uv(project: Pro
     result = pipeline.run_env(
         project, matrix, "demo", "r2", HOST, Options(compat=False), uv=fake_uv(again)
     )
-    assert result.build.reused and not [c for c in again.calls if c[1] != "python"]
+    # reused: nothing installed; only the checks that run every time (uv pip check)
+    assert result.build.reused
+    assert not [c for c in again.calls if c[1] != "python" and c[1:3] != ["pip", "check"]]
 
 
 def test_run_env_records_a_failed_layer_as_the_env_outcome(project: Project) -> None:
@@ -477,7 +499,8 @@ def test_run_env_records_a_failed_layer_as_the_env_outcome(project: Project) -> 
     assert result.reason is not None and result.reason.startswith(
         "stack layer: oldtorchpkg requires torch<2"
     )
-    assert not project.envs.exists() or list(project.envs.iterdir()) == []
+    # nothing half-built is left (the env's lock file may stay: it is no env)
+    assert not project.envs.exists() or [p for p in project.envs.iterdir() if p.is_dir()] == []
 
 
 def test_availability_asks_the_injected_uv(

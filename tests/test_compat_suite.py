@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from helpers import known_stable_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "compat_tests"
@@ -159,10 +160,18 @@ def test_stable_covers_the_seed_script(stable_run: dict[str, Any]) -> None:
 
 @pytest.mark.e2e
 def test_stable_non_gpu_checks_pass(stable_run: dict[str, Any]) -> None:
+    """Every non-GPU check passes in stable, but those it is known to fail on this host, which
+    must fail giving their reason."""
+    known = known_stable_failures()
+    tests = by_name(stable_run)
+    for name, fragment in known.items():
+        assert tests[name]["outcome"] == "failed" and fragment in tests[name]["message"], tests[
+            name
+        ]
     bad = [
         f"{t['id']}: {t['outcome']}: {t['message'] or t['skip_reason']}"
-        for t in stable_run["tests"]
-        if not t["gpu"] and t["outcome"] != "passed"
+        for name, t in tests.items()
+        if not t["gpu"] and t["outcome"] != "passed" and name not in known
     ]
     assert not bad, "non-GPU checks that did not pass in stable:\n" + "\n".join(bad)
 
@@ -293,6 +302,49 @@ def test_planted_numpy2_abi_break_is_named(tmp_path: Path) -> None:
     assert tests["test_numpy_major_matches_expectation"]["skip_reason"].startswith(
         "no expectation declared"
     )
+
+
+SITE_WITHOUT_HEADERS = """
+import sysconfig
+
+_get_path = sysconfig.get_path
+
+
+def get_path(name, *args, **kwargs):
+    return {empty!r} if name == "include" else _get_path(name, *args, **kwargs)
+
+
+sysconfig.get_path = get_path
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="the Python.h check runs on Linux with a C++ compiler on PATH",
+)
+def test_planted_missing_python_headers_are_named(tmp_path: Path) -> None:
+    """An interpreter without its C headers (a planted empty include dir): the inductor check
+    names the missing Python.h instead of a bare compile error."""
+    empty, fake = tmp_path / "include", tmp_path / "fake"
+    empty.mkdir()
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        SITE_WITHOUT_HEADERS.format(empty=str(empty)), encoding="utf-8"
+    )
+    data = run_compat_suite(
+        Path(sys.executable),
+        tmp_path / "run" / "compat.json",
+        None,
+        f"{SUITE / 'test_compile.py'}::test_inductor_cpu",
+        pythonpath=fake,
+        timeout=300,
+    )
+    test = by_name(data)["test_inductor_cpu"]
+    assert test["outcome"] == "failed", test
+    assert test["message"].startswith(
+        f"{empty / 'Python.h'} does not exist: this interpreter has no C headers"
+    ), test
+    assert "Fix: install the interpreter's headers" in test["message"], test
 
 
 def test_missing_packages_fail_per_check_not_the_run(tmp_path: Path) -> None:

@@ -373,3 +373,13 @@ def test_result_host_carries_gpus_and_doctor_json() -> None:
         {"schema": 1, "envs": []},
     )
     assert Host.model_validate_json(host.model_dump_json()) == host
+
+
+@pytest.mark.parametrize("raw", ["550.54.15-beta", "-", "550..1", "N/A-ish"])
+def test_a_driver_version_that_is_no_version_is_unknown_with_its_text(raw: str) -> None:
+    driver, problem = detect.check_driver(raw, "nvidia-smi")
+    assert driver is None and problem == (
+        f"nvidia-smi: driver version unknown: reported {raw!r}, which is no version"
+    )
+    assert detect.check_driver(" 550.54.15 ", "nvidia-smi") == ("550.54.15", None)
+    assert detect.check_driver(None, "nvidia-smi") == (None, None)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, envlab
+from helpers import ROOT, envlab, known_stable_failures
 
 from envlab.results.schema import load
 
@@ -37,7 +37,8 @@ def test_stable_end_to_end(work: dict[str, str]) -> None:
         "quick",
         env={**work, "ENVLAB_RUN_ID": "e1"},
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    known = known_stable_failures()  # compat checks stable fails here, with their reasons
+    assert done.returncode == (1 if known else 0), done.stderr[-4000:]
     r = result(work, "e1")
     assert r.outcome == "built", r.reason
     assert all(c.ok for c in r.checks), [c for c in r.checks if not c.ok]
@@ -48,7 +49,14 @@ def test_stable_end_to_end(work: dict[str, str]) -> None:
         "arch-covers-sm_120",
         "matches-lock",
         "torchaudio-matches-torch",
+        "installed-files-intact",
+        "pip-check",
+        "torch-pins",
+        "cudnn-matches-build",
+        "torch-build-features",
+        "cuda-toolkit",
     } <= names
+    assert r.facts.toolchain.cxx and r.facts.torch.mkl and r.facts.integrity.files
     assert r.facts.torch.version == "2.10.0+cu128" and r.facts.torch.cuda == "12.8"
     assert [layer.name for layer in r.build.layers] == ["base", "torch", "stack"]
     built = result(work, "build")  # the fixture's run built it from the committed lock
@@ -58,10 +66,9 @@ def test_stable_end_to_end(work: dict[str, str]) -> None:
         and "pylock.linux-64-torch.toml" in built.build.lock
     )
     assert r.compat is not None and r.compat.error is None
-    counts = r.compat.counts()
-    assert len(r.compat.tests) >= 61 and counts["failed"] == 0, [
-        t for t in r.compat.tests if t.outcome == "failed"
-    ]
+    failed = {t.id.split("::", 1)[1]: t for t in r.compat.tests if t.outcome == "failed"}
+    assert len(r.compat.tests) >= 61 and set(failed) == set(known), failed
+    assert all(fragment in (failed[name].message or "") for name, fragment in known.items())
     if not r.facts.torch.cuda_available:
         skipped = [t for t in r.compat.tests if t.outcome == "skipped"]
         assert skipped and all(

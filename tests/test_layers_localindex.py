@@ -202,7 +202,7 @@ def test_stack_needing_another_torch_is_an_error_naming_the_package(
     ), last
     assert only_result(root)["outcome"] == "build-failed"
     envs = root / ".envlab" / "envs"
-    assert not [p.name for p in envs.iterdir()], "no half-built env left behind"
+    assert not [p.name for p in envs.iterdir() if p.is_dir()], "no half-built env left behind"
 
 
 def test_unreachable_index_is_unavailable_in_one_line(
@@ -222,7 +222,8 @@ def test_unreachable_index_is_unavailable_in_one_line(
     )
     assert "Traceback" not in done.stderr
     assert only_result(root)["outcome"] == "unavailable"
-    assert not (root / ".envlab" / "envs").exists()
+    envs = root / ".envlab" / "envs"
+    assert not envs.exists() or not [p for p in envs.iterdir() if p.is_dir()], "nothing built"
 
 
 def test_missing_wheel_is_unavailable(indexes: LocalIndexes, tmp_path: Path) -> None:
@@ -286,5 +287,6 @@ def test_an_interrupted_build_is_never_reused(tmp_path: Path) -> None:
         done = envlab("--root", str(root), "test", "demo", "--no-compat", env=env)
         assert done.returncode == 0, done.stderr
         assert "reusing" not in done.stderr and "layer torch" in done.stderr
-        assert not [p for p in (root / ".envlab" / "envs").iterdir() if p.name.startswith(".")]
+        leftovers = (root / ".envlab" / "envs").iterdir()
+        assert not [p for p in leftovers if p.name.startswith(".") and p.is_dir()]
     shutil.rmtree(root / ".envlab")

@@ -47,6 +47,7 @@ def populate(idx: LocalIndexes, flags: str) -> None:
     idx.add("pypi", "numpy", "2.3.5")
     idx.add("pypi", "torch", "2.10.0", ["filelock"])  # PyPI's (cu128) torch: must not be used
     idx.add("pypi", "filelock", "3.20.0")
+    idx.add("pypi", "torchcodec", "0.10.0")  # the shipped envspec pins torchaudio's I/O backend
 
 
 def project(tmp_path: Path, idx: LocalIndexes) -> tuple[Path, dict[str, str]]:

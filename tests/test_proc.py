@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from envlab import log
 from envlab.errors import CommandError
 from envlab.proc import run
 
 
-def test_captures_output_and_logs_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_captures_output_and_logs_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log, "_VERBOSE", True)  # command lines are details (-v)
     done = run(["sh", "-c", "echo 'hello world'; echo err >&2"])
     assert done.returncode == 0 and done.output == "hello world\nerr\n"
     assert "$ sh -c 'echo '\"'\"'hello world'\"'\"'; echo err >&2'" in capsys.readouterr().err

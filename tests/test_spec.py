@@ -128,7 +128,8 @@ def test_unknown_env_lists_valid_ones() -> None:
         UnknownEnvError,
         match=(
             r"unknown env 'stabel': expected one of "
-            r"brain-encoders, cpu, latest, legacy, legacy-cu118, nightly, stable, stable-conda"
+            r"brain-encoders, cpu, latest, legacy, legacy-cu118, nightly, stable, stable-conda, "
+            r"stable-py310, stable-py311, stable-py312, stable-py313"
         ),
     ):
         Matrix(ROOT / "envspecs").get("stabel")

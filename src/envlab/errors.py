@@ -31,9 +31,11 @@ class Unavailable(UserError):
 class IndexUnavailable(Unavailable):
     """A package index could not be reached (or does not serve the requested package)."""
 
-    def __init__(self, index: str, url: str, detail: str, hint: str) -> None:
+    def __init__(self, index: str, url: str, detail: str, hint: str, reached: bool = False) -> None:
         self.index, self.url, self.detail, self.hint = index, url, detail, hint
-        super().__init__(f"index {index!r} unreachable ({url}): {detail}; {hint}")
+        # reached: it answered, but not with the package (a 404, or a page that is no index)
+        state = f"({url}) answered" if reached else f"unreachable ({url})"
+        super().__init__(f"index {index!r} {state}: {detail}; {hint}")
 
 
 class InterpreterNotFound(Unavailable):
@@ -54,6 +56,12 @@ class ChannelUnavailable(Unavailable):
     def __init__(self, channel: str, url: str, detail: str, hint: str) -> None:
         self.channel, self.url, self.detail, self.hint = channel, url, detail, hint
         super().__init__(f"conda channel {channel!r} unreachable ({url}): {detail}; {hint}")
+
+
+class NotPublished(Unavailable):
+    """A matrix cell whose torch build PyTorch does not publish (a CUDA variant or a Python the
+    release has no wheels for), known from the published-releases tables: never built to find
+    out."""
 
 
 class LockUnavailable(Unavailable):
@@ -84,6 +92,15 @@ class SpecError(UserError):
 
 class UnknownEnvError(UserError):
     """A requested env name does not exist in envspecs/."""
+
+
+class Busy(UserError):
+    """Another process holds what this command needs (an env being built), and it would not wait.
+
+    Exit code 75 (EX_TEMPFAIL): try again later.
+    """
+
+    exit_code = 75
 
 
 class CommandError(UserError):

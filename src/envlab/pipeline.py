@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from envlab.build import conda, layers, lock
+from envlab.build import conda, freshness, layers, lock
 from envlab.build.uv import Uv
-from envlab.errors import LockError, LockUnavailable, UserError
+from envlab.errors import CommandError, LockError, LockUnavailable, UserError
+from envlab.fsutil import stable_hash, unwritable
 from envlab.log import log
 from envlab.outcome import Outcome
 from envlab.proc import run
 from envlab.project import Project
 from envlab.results.facts import Facts
-from envlab.results.schema import BuildRecord, CompatRun, Host, Result, now_iso
-from envlab.results.store import Store
+from envlab.results.schema import BuildRecord, Check, CompatRun, Host, Result, now_iso
+from envlab.results.store import Saved, Store
 from envlab.run import bench, compat
 from envlab.run.bench import BenchMode
 from envlab.spec import platforms
 from envlab.spec.envspec import EnvSpec, Matrix
 from envlab.spec.indexes import probe as probe_index
-from envlab.verify import expectations, probe
+from envlab.verify import advisory, expectations, integrity, probe
 
 PROBE = Path(probe.__file__)
+# cached facts are only as good as the probe that gathered them: a changed probe reads again
+PROBE_VERSION = stable_hash(PROBE.read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -36,15 +42,20 @@ class Options:
     compat_args: list[str] = field(default_factory=list)
     relock: bool = False
     conda_engine: conda.Engine = conda.Engine.RATTLER
+    wait: bool = True  # another envlab building or testing the env: wait for it (else refuse)
+    refresh: bool = True  # rebuild a reused env whose build-time layers' index moved
+    deep: bool = False  # compare installed files' hashes with their RECORD, not only sizes
 
 
-def probe_env(python: Path) -> Facts:
+def probe_env(python: Path, own: bool = False) -> Facts:
     """Facts from inside the env (stdlib-only probe, run by the env's interpreter).
 
     A probe that printed no facts, or something that is not a facts document, yields
     ``Facts(probe_error=...)`` rather than an exception: verification then reports the probe.
+    ``own``: an env envlab built, whose bytecode caches it keeps (PYTHONDONTWRITEBYTECODE unset).
     """
-    done = run([str(python), str(PROBE)], quiet=True, check=False, timeout=600)
+    unset = compat.KEEP_CACHES if own else ()
+    done = run([str(python), str(PROBE)], quiet=True, check=False, timeout=600, unset=unset)
     lines = [ln for ln in done.output.splitlines() if ln.startswith("{")]
     if not lines:
         tail = done.output.strip()[-300:]
@@ -60,9 +71,10 @@ def probe_env(python: Path) -> Facts:
         )
 
 
-def cached_facts(env_dir: Path) -> Facts | None:
-    """The facts saved at the env's last verification, if still current and still readable."""
-    saved = layers.cached_facts(env_dir)
+def cached_facts(env_dir: Path, current: bool = False) -> Facts | None:
+    """The facts saved at the env's last verification, if still current and still readable
+    (``current``: and gathered by this version of the probe)."""
+    saved = layers.cached_facts(env_dir, PROBE_VERSION if current else None)
     if saved is None:
         return None
     try:
@@ -87,6 +99,8 @@ def _result(
         spec_hash=spec.spec_hash if spec else "",
         description=spec.description if spec else "",
         tags=list(spec.tags) if spec else [],
+        matrix=spec.cell.matrix if spec and spec.cell else None,
+        factors=dict(spec.cell.factors) if spec and spec.cell else {},
         host=host,
         outcome=outcome,
         reason=reason,
@@ -100,7 +114,10 @@ def _stopped(matrix: Matrix, name: str, run_id: str, host: Host, exc: UserError)
         raise exc  # not an env-level failure: the command fails
     log(f"{name}: {exc.outcome}: {exc}")
     spec = None if exc.outcome is Outcome.INVALID_SPEC else matrix.get(name)
-    return _result(name, spec, run_id, host, exc.outcome, str(exc))
+    result = _result(name, spec, run_id, host, exc.outcome, str(exc))
+    if spec is None and (cell := matrix.cell_of(name)):  # an invalid cell keeps its place
+        result.matrix, result.factors = cell
+    return result
 
 
 def availability(
@@ -134,10 +151,13 @@ def run_env(
 ) -> Result:
     """Build, verify, test (and benchmark) one env; the outcome is in the result, never raised.
 
-    ``uv`` runs every uv command of the build (default: the real uv).
+    ``uv`` runs every uv command of the build (default: the real uv). One process at a time
+    builds or uses an env: another one waits (or, without ``options.wait``, is refused).
     """
     try:
-        return _run_env(project, matrix, matrix.get(name), run_id, host, options, uv)
+        spec = matrix.get(name)
+        with layers.hold(project.envs, name, wait=options.wait):
+            return _run_env(project, matrix, spec, run_id, host, options, uv)
     except UserError as exc:
         return _stopped(matrix, name, run_id, host, exc)
 
@@ -153,6 +173,7 @@ def _run_env(
 ) -> Result:
     started = time.monotonic()
     log(f"== {spec.name}: {spec.description}")
+    layers.check_published(spec)  # before anything about locks: there is nothing to lock
     locks = _locks_for(project, matrix, spec, options, uv)
     p = layers.plan(
         matrix,
@@ -162,22 +183,31 @@ def _run_env(
         conda_base=_conda_base(project, spec, options.conda_engine),
         uv=uv,
     )
-    built = layers.build(p, force=options.force, uv=uv)
+    fresh = freshness.before_reuse(p, refresh=options.refresh)
+    built = layers.build(p, force=options.force or fresh.rebuild, uv=uv)
     if built.outcome is not Outcome.BUILT or built.python is None:
         return _result(spec.name, spec, run_id, host, built.outcome, built.reason, built.record)
-    facts = cached_facts(p.env_dir) if built.record.reused else None
+    if not built.record.reused:
+        freshness.save_snapshot(p.env_dir, fresh)
+    facts = cached_facts(p.env_dir, current=True) if built.record.reused else None
     if facts is None:
         if built.record.reused:
             log(f"{spec.name}: packages changed since the last verification: probing again")
         log(f"{spec.name}: probing the env")
-        facts = probe_env(built.python)
-        layers.save_facts(p.env_dir, facts.model_dump(mode="json"))
-    checks = expectations.check(spec, facts, built.layer_packages)
+        facts = probe_env(built.python, own=True)
+        layers.save_facts(p.env_dir, facts.model_dump(mode="json"), PROBE_VERSION)
+    facts = _with_integrity(facts, built.python, uv, options.deep)
+    checks = expectations.check(
+        spec, facts, built.layer_packages, host=host, index_now=fresh.newest
+    )
     if locks:
         locked = {name: version for lk in locks.values() for name, version in lk.packages.items()}
         if p.conda:  # the conda base's Python packages are locked in its conda-lock.yml
             locked |= layers.conda_distributions(p.env_dir)
         checks.append(expectations.matches_lock(facts, locked))
+    checks += _freshness_checks(fresh, built.record.reused)
+    for note in advisory.warnings(checks):
+        log(f"{spec.name}: {note.name}: {note.message}")
     failed = expectations.failures(checks)
     outcome = Outcome.VERIFY_FAILED if failed else Outcome.BUILT
     reason = expectations.summary(checks) if failed else None
@@ -193,14 +223,37 @@ def _run_env(
         result.compat = compat.run_suite(
             built.python,
             project.compat_tests,
-            compat.expectations_json(spec.name, spec.expect),
+            compat.expectations_json(spec.name, spec.expect, host),
             extra_args=options.compat_args,
+            caches=p.env_dir / compat.CACHES,
         )
     if options.bench:
         result.benchmarks = bench.run_benchmarks(
             built.python, project.root, options.bench, project.work, build_record=built.record
         )
     return result
+
+
+def _with_integrity(facts: Facts, python: Path, uv: Uv | None, deep: bool) -> Facts:
+    """``facts`` with this moment's installed-files scan and ``uv pip check`` (never cached)."""
+    found = integrity.gather(python, (uv or Uv()).check, deep=deep)
+    return facts.model_copy(update={"integrity": found})
+
+
+def _freshness_checks(fresh: freshness.Freshness, reused: bool) -> list[Check]:
+    """What the indexes of build-time layers serve now against the env (none: all locked)."""
+    if not fresh.newest and not fresh.unknown:
+        return []
+    expected = "the newest versions the indexes serve for the layers resolved at build time"
+    if fresh.unknown:
+        found, message = "unknown", advisory.warn("; ".join(fresh.unknown))
+    elif fresh.moved and reused:
+        found = "older: " + "; ".join(str(m) for m in fresh.moved)
+        message = advisory.warn("kept by --no-refresh; run without it to rebuild onto them")
+    else:
+        found = "rebuilt onto them" if fresh.moved else "up to date"
+        message = ""
+    return [Check(name="index-fresh", ok=True, expected=expected, found=found, message=message)]
 
 
 def _locks_for(
@@ -259,12 +312,15 @@ def test_host(
     name: str,
     spec: EnvSpec | None,
     compat_args: list[str] | None = None,
+    deep: bool = False,
 ) -> Result:
-    """Probe and test an interpreter envlab did not build (checks the environment someone has)."""
-    if not python.exists():
-        raise UserError(f"--python: expected an existing interpreter, found nothing at {python}")
-    facts = probe_env(python)
-    checks = expectations.check(spec, facts) if spec else []
+    """Probe and test an interpreter envlab did not build (checks the environment someone has);
+    with ``spec``, every check of that env applies, its lock for this platform included."""
+    check_interpreter(python)
+    facts = _with_integrity(probe_env(python), python, None, deep)
+    checks = expectations.check(spec, facts, host=host) if spec else []
+    if spec:
+        checks += _host_lock_check(project, spec, facts)
     failed = expectations.failures(checks)
     result = Result(
         run_id=run_id,
@@ -280,15 +336,75 @@ def test_host(
         checks=checks,
         facts=facts,
     )
-    expect = compat.expectations_json(spec.name, spec.expect) if spec else None
+    expect = compat.expectations_json(spec.name, spec.expect, host) if spec else None
     result.compat = compat.run_suite(python, project.compat_tests, expect, extra_args=compat_args)
     return result
 
 
-def write(project: Project, result: Result) -> Path:
-    path = Store(project.runs).write(result)
-    log(f"{result.env}: result written to {path}")
-    return path
+def _host_lock_check(project: Project, spec: EnvSpec, facts: Facts) -> list[Check]:
+    """The interpreter's packages against the env's committed lock for this platform, if any."""
+    platform = platforms.current()
+    found = lock.env_locks(project, spec, platform) if spec.locked else None
+    if found is None:
+        log(f"{spec.name}: no lock for {platform}: lock conformance not checked")
+        return []
+    locked = {name: version for lk in found.values() for name, version in lk.packages.items()}
+    return [expectations.matches_lock(facts, locked)]
+
+
+def check_interpreter(python: Path) -> None:
+    """Raise a one-line UserError unless ``python`` runs as a Python >= 3.8 (the probe's need)."""
+    what = "--python: expected a Python 3 interpreter"
+    if not python.exists():
+        raise UserError(f"{what}, found nothing at {python}")
+    if python.is_dir() or not os.access(python, os.X_OK):
+        kind = "a directory" if python.is_dir() else "a file that is not executable"
+        raise UserError(f"{what}, found {kind}: {python}")
+    ask = "import sys; sys.stdout.write('python %d.%d' % sys.version_info[:2])"
+    try:
+        done = run([str(python), "-c", ask], check=False, quiet=True, timeout=60)
+    except CommandError as exc:
+        raise UserError(f"{what}, found {python}, which does not run ({exc})") from None
+    found = re.fullmatch(r"python (\d+)\.(\d+)", done.output.strip())
+    if done.returncode != 0 or found is None:
+        said = done.output.strip().splitlines()[-1:] or ["no output"]
+        raise UserError(
+            f"{what}, found {python}, which answers {said[0][:120]!r} (exit {done.returncode})"
+        )
+    if (int(found[1]), int(found[2])) < (3, 8):
+        raise UserError(
+            f"--python: expected Python >= 3.8 (the probe and compat suite need it), "
+            f"found Python {found[1]}.{found[2]} at {python}"
+        )
+
+
+def unwritable_outputs(project: Project, report: bool = False) -> str | None:
+    """Why results and envs (and with ``report``, the history and report) cannot be written."""
+    places = [project.runs, project.envs]
+    if report:
+        places += [project.history_db.parent, project.reports / "latest"]
+    for place in places:
+        problem = unwritable(place)
+        if problem:
+            return (
+                f"cannot write {place}: {problem}; expected a writable directory (make it "
+                "writable, or point ENVLAB_RUNS_DIR, ENVLAB_ENVS_DIR, ENVLAB_HISTORY_DB elsewhere)"
+            )
+    return None
+
+
+def write(project: Project, result: Result) -> Saved:
+    """Write the result into the project's store; when that fails, into a fallback directory
+    (printed), so that a built and tested env's result is never lost."""
+    saved = Store(project.runs).save(result)
+    if saved.failed is None:
+        log(f"{result.env}: result written to {saved.path}")
+    elif saved.path is not None:
+        log(f"{result.env}: could not write the result ({saved.failed}); saved it to {saved.path}")
+    else:
+        log(f"{result.env}: could not write the result anywhere ({saved.failed}); here it is:")
+        sys.stderr.write(result.to_json() + "\n")
+    return saved
 
 
 def compat_failed(run_: CompatRun | None) -> bool:

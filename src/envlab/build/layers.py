@@ -10,6 +10,10 @@ Rules enforced here:
 An env is built in a partial directory and renamed into place only when every layer succeeded,
 so an interrupted build is never reused. An env whose build key (spec, requirements, index URLs,
 interpreter, lock) is unchanged is reused. Every uv command goes through ``build.uv.Uv``.
+
+One process at a time builds or uses an env (:func:`hold`, a file lock beside it). A partial
+directory is named after the process building it: it is never removed while that process lives,
+and removed by the next build of any env once it has died (killed mid-build).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,20 +33,22 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from envlab.build import conda, interpreters, rattler_engine
+from envlab.build import conda, interpreters, mirrors, progress, rattler_engine
 from envlab.build.uv import UNSET_FOR_UV, Uv
 from envlab.errors import (
     BuildFailed,
+    Busy,
     CommandError,
     IndexUnavailable,
+    NotPublished,
     Unavailable,
     UnsupportedPlatform,
 )
-from envlab.fsutil import atomic_write_json, stable_hash
-from envlab.log import log
+from envlab.fsutil import LockHeld, atomic_write_json, exclusive, stable_hash
+from envlab.log import detail, log
 from envlab.outcome import LayerStatus, Outcome
-from envlab.proc import Completed, run
-from envlab.results.schema import BuildRecord, Command, LayerRecord
+from envlab.proc import Completed, alive, run
+from envlab.results.schema import BuildRecord, Command, FileSource, LayerRecord
 from envlab.spec import indexes, platforms
 from envlab.spec.envspec import EnvSpec, Matrix
 
@@ -51,6 +58,17 @@ FACTS = "envlab-facts.json"
 # Packages of the torch layer that are tied to the torch build and must not move in later layers.
 _DIST_INFO = re.compile(r"site-packages/([^/]+)-([^-/]+)\.(?:dist|egg)-info(?:/|$)")
 _BUILD_COUPLED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton.*|nvidia-.*)$")
+# What a build leaves beside the envs while it runs: .<env>.partial-<pid>, .<env>.old-<pid>
+_IN_FLIGHT = re.compile(r"^\.(?P<env>[a-z][a-z0-9-]*)\.(?:partial|old)-(?P<pid>\d+)$")
+
+
+# NVML's Python bindings match the nvidia-* pattern but are a stack package, built against nothing.
+_NOT_BUILD_COUPLED = frozenset({"nvidia-ml-py"})
+
+
+def build_coupled(name: str) -> bool:
+    """Whether distribution ``name`` (canonical) is built against torch and moves with it."""
+    return name not in _NOT_BUILD_COUPLED and bool(_BUILD_COUPLED.match(name))
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,7 @@ class BuildPlan:
             (
                 layer.name,
                 layer.requirements,
-                layer.index.url if layer.index else None,
+                _source_key(layer.index),
                 layer.pre,
                 layer.lock.read_text(encoding="utf-8") if layer.lock else None,
             )
@@ -141,6 +159,23 @@ def check_platform(spec: EnvSpec, platform: str) -> None:
         )
 
 
+def _source_key(index: indexes.Index | None) -> object:
+    """What identifies a layer's source in the build key: its URL; for a local wheelhouse also
+    its files, since a rebuilt custom torch often keeps its version (and file name)."""
+    if index is None or not index.find_links or "://" in index.url:
+        return index.url if index else None
+    folder = Path(index.url)
+    files = sorted(folder.iterdir()) if folder.is_dir() else []
+    return [index.url, [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]]
+
+
+def check_published(spec: EnvSpec) -> None:
+    """A matrix cell whose build the published-releases tables rule out is unavailable as it
+    is: nothing is built (or resolved) to find out."""
+    if spec.cell is not None and spec.cell.no_such_build:
+        raise NotPublished(f"no such build: {spec.cell.no_such_build}")
+
+
 def plan(
     matrix: Matrix,
     spec: EnvSpec,
@@ -157,6 +192,7 @@ def plan(
     """
     platform = platform or platforms.current()
     check_platform(spec, platform)
+    check_published(spec)
     if conda_base is None:
         interpreter = interpreter or interpreters.find(spec.python, uv)
     idx = matrix.indexes
@@ -165,7 +201,7 @@ def plan(
         LayerPlan(
             "torch",
             list(spec.torch.packages),
-            idx[spec.torch.index_for(platform)],
+            matrix.torch_index(spec, platform),
             spec.torch.pre,
             lock=locks.get("torch"),
         ),
@@ -189,8 +225,60 @@ def plan(
                 lock=locks.get("nightly"),
             )
         )
-    mirrors = [i for i in idx.values() if i.mirrored]
-    return BuildPlan(spec, platform, interpreter, layers, envs_dir / spec.name, mirrors, conda_base)
+    mirrored = [i for i in idx.values() if i.mirrored]
+    return BuildPlan(
+        spec, platform, interpreter, layers, envs_dir / spec.name, mirrored, conda_base
+    )
+
+
+# --------------------------------------------------------------------------- one at a time
+
+
+def lock_path(envs_dir: Path, name: str) -> Path:
+    return envs_dir / f".{name}.lock"
+
+
+@contextmanager
+def hold(envs_dir: Path, name: str, *, wait: bool = True) -> Iterator[None]:
+    """Build or use env ``name`` alone: another envlab doing so makes this wait (or, without
+    ``wait``, raise :class:`Busy`) until it is done."""
+
+    def waiting(holder: str) -> None:
+        log(f"{name}: waiting for {holder}, which is building or testing this env")
+
+    try:
+        with exclusive(lock_path(envs_dir, name), wait=wait, on_wait=waiting):
+            yield
+    except LockHeld as exc:
+        raise Busy(
+            f"{name}: {exc.holder} is building or testing this env; not waiting (--no-wait): "
+            "run again when it is done"
+        ) from None
+
+
+def reap_orphans(envs_dir: Path, holding: str | None = None) -> list[Path]:
+    """Remove the partial (and half-swapped old) env directories of processes that died.
+
+    A directory whose process is alive is never touched, nor one of an env whose lock another
+    process holds (its builder may live in another PID namespace); ``holding`` is the env whose
+    lock the caller holds. Returns what was removed.
+    """
+    removed = []
+    for path in sorted(envs_dir.glob(".*-*")) if envs_dir.is_dir() else []:
+        match = _IN_FLIGHT.match(path.name)
+        if not match or alive(int(match["pid"])) or not path.is_dir():
+            continue
+        if match["env"] == holding:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                with exclusive(lock_path(envs_dir, match["env"]), wait=False):
+                    shutil.rmtree(path, ignore_errors=True)
+            except LockHeld:
+                continue
+        removed.append(path)
+        log(f"removed {path.name}: left by a build whose process (pid {match['pid']}) died")
+    return removed
 
 
 # --------------------------------------------------------------------------- reuse
@@ -231,6 +319,15 @@ def _constraints(packages: dict[str, str]) -> str:
     return "".join(f"{n}=={v}\n" for n, v in sorted(packages.items()) if _BUILD_COUPLED.match(n))
 
 
+def _conda_pins_file(p: BuildPlan, env_dir: Path) -> Path | None:
+    """The conda base's Python packages as a constraints file in ``env_dir`` (None: no base)."""
+    if p.conda is None:
+        return None
+    path = env_dir / "envlab-conda-constraints.txt"
+    path.write_text(_conda_constraints(p), encoding="utf-8")
+    return path
+
+
 def _conda_constraints(p: BuildPlan) -> str:
     """The conda base's Python packages, pinned: a resolved stack keeps, never replaces them."""
     if p.conda is None:
@@ -255,6 +352,7 @@ def build(
 
     ``uv`` runs every uv command (default: the real uv through :func:`envlab.proc.run`).
     """
+    reap_orphans(p.env_dir.parent, holding=p.spec.name)
     if not force:
         reused = reusable(p)
         if reused is not None:
@@ -273,7 +371,7 @@ def build(
     )
     if probe_indexes:
         for index, package in p.indexes():
-            log(f"{p.spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
+            detail(f"{p.spec.name}: checking index {index.name!r} ({index.url}) serves {package!r}")
             try:
                 indexes.probe(index, package)
             except IndexUnavailable as exc:
@@ -289,8 +387,6 @@ def _build_aside(
     started = time.monotonic()
     parent = p.env_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(f".{p.spec.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     # A conda prefix embeds its path, so it is built in place (the marker, written last, says it is
     # complete); a uv venv is relocatable and is built aside, then renamed into place.
     target = p.env_dir if p.conda else parent / f".{p.spec.name}.partial-{os.getpid()}"
@@ -335,6 +431,8 @@ def _build_layers(
     # a conda base brings Python packages of its own: they are no layer's changes
     before: dict[str, str] = uv.installed(python) if p.conda else {}
     layer_packages: dict[str, dict[str, str]] = {}
+    # a conda base's Python packages hold every pip layer (torchvision needs numpy, say)
+    held = _conda_pins_file(p, partial)
     constraints: Path | None = None
     for layer in p.layers:
         if on_layer:
@@ -359,9 +457,10 @@ def _build_layers(
             f"from index {layer.index.name!r} ({layer.index.url})"
             + (" [forced reinstall, --pre]" if layer.reinstall else "")
         )
-        # only the stack is held to the torch layer; the nightly layer replaces it on purpose
-        pins = constraints if layer.name == "stack" else None
-        failure = _install_layer(layer, lr, python, pins, partial, p.mirrors, uv)
+        # only the stack is held to the torch layer (and the conda base, in its constraints); the
+        # nightly layer replaces the torch layer on purpose
+        pins = constraints if layer.name == "stack" else held
+        failure, candidates = _install_layer(layer, lr, python, pins, partial, uv, _marker_env(p))
         lr.duration_s = round(time.monotonic() - t0, 2)
         if failure is not None:
             outcome, reason = failure
@@ -370,9 +469,11 @@ def _build_layers(
         after = uv.installed(python)
         changed = {n: v for n, v in after.items() if before.get(n) != v}
         layer_packages[layer.name] = changed
+        lr.files = _file_sources(layer, candidates, after, changed, partial)
         log(
             f"{p.spec.name}: layer {layer.name}: {len(changed)} package(s) installed or changed "
             f"in {lr.duration_s:.1f}s"
+            + (f", every file from the mirror {layer.index.url}" if layer.index.mirrored else "")
         )
         if layer.name == "torch":
             constraints = partial / "envlab-torch-constraints.txt"
@@ -388,31 +489,42 @@ def _install_layer(
     python: Path,
     constraints: Path | None,
     work: Path,
-    mirrors: list[indexes.Index],
     uv: Uv,
-) -> tuple[Outcome, str] | None:
-    """Run the layer's uv command(s), recorded in ``lr``; (outcome, reason) if one failed."""
+    marker_env: dict[str, str] | None = None,
+) -> tuple[tuple[Outcome, str] | None, list[mirrors.Candidate]]:
+    """Run the layer's uv command(s), recorded in ``lr``: ((outcome, reason) if one failed, the
+    locked files it allowed). A mirrored index's locked files come from the mirror only."""
     assert layer.index is not None
     t0 = time.monotonic()
+    candidates: list[mirrors.Candidate] = []
+    downloads = progress.Downloads(f"{layer.name} layer", log)
     try:
-        if layer.lock is not None:
-            done = uv.install_locked(python, layer.lock, work, mirrors, layer.reinstall)
-        else:
-            done = uv.install(
-                python,
-                layer.requirements,
-                index_url=layer.index.url,
-                prerelease=layer.pre,
-                reinstall=layer.reinstall,
-                constraints=constraints,
-                editables=layer.editables,
-            )
+        with progress.Ticker(downloads.tick):
+            if layer.lock is not None:
+                copy = work / layer.lock.name
+                candidates = mirrors.route(layer.lock, layer.index, copy, marker_env=marker_env)
+                done = uv.install_locked(python, copy, layer.reinstall, on_line=downloads.on_line)
+            else:
+                done = uv.install(
+                    python,
+                    layer.requirements,
+                    index_url=None if layer.index.find_links else layer.index.url,
+                    find_links=layer.index.url if layer.index.find_links else None,
+                    prerelease=layer.pre,
+                    reinstall=layer.reinstall,
+                    constraints=constraints,
+                    editables=layer.editables,
+                    on_line=downloads.on_line,
+                )
+    except Unavailable as exc:  # the mirror is down, or lacks locked files: nothing fetched
+        lr.outcome, lr.message = LayerStatus.UNAVAILABLE, f"{layer.name} layer: {exc}"
+        return (Outcome.UNAVAILABLE, lr.message), candidates
     except CommandError as exc:
         duration = round(time.monotonic() - t0, 2)
         lr.commands.append(Command(argv=exc.argv, returncode=exc.returncode, duration_s=duration))
         outcome, reason = uv.explain_failure(layer.name, layer.index, exc.output)
         lr.outcome, lr.message = LayerStatus.for_outcome(outcome), reason
-        return outcome, reason
+        return (outcome, reason), candidates
     lr.commands.append(_command(done))
     if layer.lock is not None and layer.editables:
         # locks pin the editables' dependencies; the local projects themselves go on top as-is
@@ -421,9 +533,36 @@ def _install_layer(
         except CommandError as exc:
             lr.outcome = LayerStatus.FAILED
             lr.message = f"{layer.name} layer: editable install failed: {exc}"
-            return Outcome.BUILD_FAILED, lr.message
+            return (Outcome.BUILD_FAILED, lr.message), candidates
         lr.commands.append(_command(done))
-    return None
+    return None, candidates
+
+
+def _marker_env(p: BuildPlan) -> dict[str, str] | None:
+    """Marker variables of the env's interpreter (a conda base's: unknown until it exists)."""
+    if p.interpreter is None:
+        return None
+    version = p.interpreter.version
+    return {"python_full_version": version, "python_version": ".".join(version.split(".")[:2])}
+
+
+def _file_sources(
+    layer: LayerPlan,
+    candidates: list[mirrors.Candidate],
+    installed: dict[str, str],
+    changed: dict[str, str],
+    env_dir: Path,
+) -> list[FileSource]:
+    """Where each file the layer installed came from: the locked file's URL (after any mirror),
+    or, for a resolved layer, the project page of the index it was resolved from."""
+    if layer.lock is not None:
+        return mirrors.installed_sources(candidates, installed, mirrors.installed_tags(env_dir))
+    assert layer.index is not None
+    mirrored = layer.index.mirrored
+    return [
+        FileSource(name=name, version=v, url=f"{layer.index.url}/{name}/", mirror=mirrored)
+        for name, v in sorted(changed.items())
+    ]
 
 
 def _base_layer(p: BuildPlan, target: Path, record: BuildRecord, uv: Uv) -> BuildResult | None:
@@ -496,16 +635,21 @@ def conda_distributions(env_dir: Path) -> dict[str, str]:
     return found
 
 
-def save_facts(env_dir: Path, facts: dict) -> None:
-    atomic_write_json(env_dir / FACTS, {"fingerprint": site_fingerprint(env_dir), "facts": facts})
+def save_facts(env_dir: Path, facts: dict, probe: str = "") -> None:
+    """Save probe ``facts`` with what they depend on: the installed set, the ``probe`` version."""
+    saved = {"fingerprint": site_fingerprint(env_dir), "probe": probe, "facts": facts}
+    atomic_write_json(env_dir / FACTS, saved)
 
 
-def cached_facts(env_dir: Path) -> dict | None:
-    """Probe facts saved after the last verification, if nothing was installed since."""
+def cached_facts(env_dir: Path, probe: str | None = None) -> dict | None:
+    """Probe facts saved after the last verification, if nothing was installed since (and, given
+    ``probe``, gathered by that version of the probe: a newer probe reads more)."""
     try:
         saved = json.loads((env_dir / FACTS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if saved.get("fingerprint") != site_fingerprint(env_dir):
+        return None
+    if probe is not None and saved.get("probe") != probe:
         return None
     return saved.get("facts")

@@ -27,9 +27,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from envlab.build import channels, conda, rattler_engine
+from envlab.build import channels, conda, mirrors, rattler_engine
 from envlab.build.conda import Engine
-from envlab.build.layers import check_platform
+from envlab.build.layers import check_platform, check_published
 from envlab.build.uv import Uv
 from envlab.errors import BuildFailed, CommandError, LockError, Unavailable, stopped
 from envlab.fsutil import atomic_write_text, read_toml, stable_hash
@@ -83,9 +83,11 @@ def input_hash(matrix: Matrix, spec: EnvSpec, platform: str) -> str:
     environment = conda.environment_file(matrix.dir, spec)
     return stable_hash(
         LOCK_FORMAT,
-        spec.model_dump(mode="json", exclude={"description", "version_notes", "tags", "default"}),
+        # a cell's factor values show in its fields already; how envlab labels a cell is no input
+        spec.dump(exclude={"description", "version_notes", "tags", "default", "cell"}),
         matrix.stack_for(spec),
-        {name: matrix.indexes[name].declared_url for name in used},
+        # a wheelhouse is the spec's own field (a path from the project root), already hashed
+        {name: matrix.indexes[name].declared_url for name in used if name in matrix.indexes},
         platform,
         environment.read_text(encoding="utf-8") if environment else None,
     )
@@ -249,11 +251,12 @@ def resolve(
     it. ``uv`` resolves (default: the real uv).
     """
     check_platform(spec, platform)
+    check_published(spec)
     uv = uv or Uv()
     with tempfile.TemporaryDirectory(prefix="envlab-lock-") as tmp:
         texts = _resolve_layers(matrix, spec, platform, conda_lockfile, Path(tmp), uv)
     indexes_by_layer = {
-        "torch": matrix.indexes[spec.torch.index_for(platform)].name,
+        "torch": matrix.torch_index(spec, platform).name,
         "stack": matrix.indexes[spec.stack.index].name,
         "nightly": spec.nightly.index if spec.nightly else "",
     }
@@ -287,31 +290,41 @@ def _resolve_layers(
     """uv's pylock text per layer, each layer resolved as it is built (in ``work``)."""
     conda_pins = conda_constraints(conda_lockfile, platform)
     editables = {_project_name(p): p for p in matrix.editables(spec)}
-    torch_index = matrix.indexes[spec.torch.index_for(platform)]
+    torch_index = matrix.torch_index(spec, platform)
     stack_index = matrix.indexes[spec.stack.index]
-    # torch layer: the torch index only
+    (work / "conda-constraints.txt").write_text(
+        "".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())), encoding="utf-8"
+    )
+    # torch layer: the torch index only (or the wheelhouse only); a conda base's Python packages
+    # hold it too (torchvision needs numpy: pip's newest must not replace conda's)
     (work / "torch.in").write_text("\n".join(spec.torch.packages) + "\n", encoding="utf-8")
     with _layer("torch", torch_index):
         uv.compile(
             work / "torch.in",
             _layer_files(work, "torch"),
-            index_url=torch_index.url,
+            index_url=None if torch_index.find_links else torch_index.url,
+            find_links=torch_index.url if torch_index.find_links else None,
             prerelease=spec.torch.pre,
             platform=platform,
             python_version=spec.python,
+            constraints=work / "conda-constraints.txt" if conda_pins else None,
         )
     torch_text = _layer_files(work, "torch").read_text(encoding="utf-8")
     torch_pins = _pins(torch_text)
-    # stack layer: the torch layer pinned and sourced from the torch index (explicit)
+    # stack layer: the torch layer pinned and sourced from the torch index (explicit), or from
+    # the very files the torch layer locked when it comes from a wheelhouse
     (work / "stack").mkdir()
     (work / "stack" / "pyproject.toml").write_text(
         _stack_project(
-            spec, torch_pins, matrix.stack_for(spec), torch_index, stack_index, editables
+            spec,
+            torch_pins,
+            matrix.stack_for(spec),
+            torch_index,
+            stack_index,
+            editables,
+            _files(torch_text) if torch_index.find_links else None,
         ),
         encoding="utf-8",
-    )
-    (work / "conda-constraints.txt").write_text(
-        "".join(f"{n}=={v}\n" for n, v in sorted(conda_pins.items())), encoding="utf-8"
     )
     with _layer("stack", stack_index):
         uv.compile(
@@ -323,7 +336,8 @@ def _resolve_layers(
             python_version=spec.python,
         )
     texts = {
-        "torch": torch_text,
+        # what conda provides is left to conda in every pip layer's lock
+        "torch": _keep_packages(torch_text, set(conda_pins)),
         "stack": _keep_packages(
             _layer_files(work, "stack").read_text(encoding="utf-8"),
             set(torch_pins) | set(conda_pins) | set(editables),
@@ -362,6 +376,24 @@ def _pins(pylock_text: str) -> dict[str, str]:
     return {canonicalize_name(p["name"]): str(p["version"]) for p in data.get("packages", [])}
 
 
+def _files(pylock_text: str) -> dict[str, str]:
+    """{package: the URL of its (first) file} of a pylock text."""
+    found = {}
+    for p in tomllib.loads(pylock_text).get("packages", []):
+        files = p.get("wheels") or [p.get("archive") or p.get("sdist") or {}]
+        url = files[0].get("url") or files[0].get("path")
+        if url:
+            found[canonicalize_name(p["name"])] = str(url)
+    return found
+
+
+def _file_source(url: str) -> str:
+    """A uv source for one wheel file: a local path, or a URL."""
+    if url.startswith("file://"):
+        url = urllib.request.url2pathname(url.removeprefix("file://"))
+    return f"{{ url = {json.dumps(url)} }}" if "://" in url else f"{{ path = {json.dumps(url)} }}"
+
+
 def _stack_project(
     spec: EnvSpec,
     torch_pins: dict[str, str],
@@ -369,8 +401,10 @@ def _stack_project(
     torch_index: Index,
     stack_index: Index,
     editables: dict[str, Path],
+    torch_files: dict[str, str] | None = None,
 ) -> str:
-    """A throwaway pyproject whose sources pin the torch layer to the torch index (explicit)."""
+    """A throwaway pyproject whose sources pin the torch layer to the torch index (explicit),
+    or to its own files (``torch_files``: a wheelhouse is no index uv could be pointed at)."""
     deps = [f"{n}=={v}" for n, v in sorted(torch_pins.items())] + stack + sorted(editables)
     body = (
         '[project]\nname = "envlab-stack-lock"\nversion = "0"\n'
@@ -380,11 +414,13 @@ def _stack_project(
         f'"{n}" = {{ path = {json.dumps(str(p))}, editable = true }}\n'
         for n, p in sorted(editables.items())
     ]
-    if torch_index.url != stack_index.url:
+    if torch_files is not None:
+        sources += [f'"{n}" = {_file_source(u)}\n' for n, u in sorted(torch_files.items())]
+    elif torch_index.url != stack_index.url:
         sources += [f'"{n}" = {{ index = "envlab-torch" }}\n' for n in sorted(torch_pins)]
     if sources:
         body += "\n[tool.uv.sources]\n" + "".join(sources)
-    if torch_index.url != stack_index.url:
+    if torch_index.url != stack_index.url and torch_files is None:
         body += (
             f'\n[[tool.uv.index]]\nname = "envlab-torch"\nurl = "{torch_index.url}"\n'
             "explicit = true\n"
@@ -537,15 +573,34 @@ def effective_url(url: str, matrix: Matrix) -> str:
     return url
 
 
+def _mirror_pages(matrix: Matrix, lock: LayerLock) -> mirrors.Pages | None:
+    """The project pages of the lock's index when a mirror is set for it (None: no mirror)."""
+    index = matrix.indexes.get(lock.index)
+    return mirrors.Pages(index) if index is not None and index.mirrored else None
+
+
+def _check_locked(f: LockedFile, matrix: Matrix, pages: mirrors.Pages | None) -> tuple[str, str]:
+    """:func:`check_file` on the locked file, on its index's mirror when one is set: the public
+    host is never asked then, and a file the mirror lacks is gone from it."""
+    if pages is None:
+        return check_file(effective_url(f.url, matrix))
+    try:
+        url = pages.locate(f.name, f.url)
+    except Unavailable as exc:
+        return "network", str(exc)
+    return check_file(url) if url else ("gone", f"not on the mirror {pages.index.url}")
+
+
 def _verify(project: Project, matrix: Matrix, targets: list[tuple[EnvSpec, str]]) -> int:
     gone, network, checked = [], [], 0
     for spec, platform in targets:
         locks = env_locks(project, spec, platform) or {}
         for layer, lock in locks.items():
             log(f"{spec.name} {platform} {layer}: checking {len(lock.files)} locked file(s)")
+            pages = _mirror_pages(matrix, lock)
             for f in lock.files:
                 checked += 1
-                state, detail = check_file(effective_url(f.url, matrix))
+                state, detail = _check_locked(f, matrix, pages)
                 where = f"{spec.name} {platform} {layer}: {f.name} {f.version} ({f.url})"
                 if state == "gone":
                     gone.append(f"GONE     {where}: {detail}")

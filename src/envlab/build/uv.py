@@ -46,13 +46,15 @@ UNSET_FOR_UV = (
 Runner = Callable[..., proc.Completed]
 """A callable with the signature of :func:`envlab.proc.run`."""
 
-_MISSING = re.compile(
-    r"(?:no version of|not found in the package registry|no versions? of) "
-    r"([A-Za-z0-9_.\-]+(?:[=<>!~]=?[^\s,]+)?)"
-)
+# A version specifier as uv prints it, every clause of it: ">=0.8.1,<0.14.0" (never cut at a comma).
+_SPEC = r"(?:[=<>!~]=?[^\s,]+(?:,\s?[=<>!~]=?[^\s,]+)*)"
+_MISSING = re.compile(rf"(?:there (?:is|are) )?no versions? of ([A-Za-z0-9_.\-]+{_SPEC}?)")
+_NAME = r"[A-Za-z0-9_.\-]+"
+_UNKNOWN = re.compile(rf"({_NAME}) was not found in the package registry")
+_ONLY = re.compile(rf"only ({_NAME}{_SPEC}) (?:is|are) available and you require ({_NAME}{_SPEC})")
 _CONFLICT = re.compile(
-    r"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? "
-    r"depends? on (torch[^\s,]*)"
+    rf"(?:all versions of|[Bb]ecause) ([A-Za-z0-9_.\-]+){_SPEC}? "
+    rf"depends? on (torch[a-z]*{_SPEC}?)"
 )
 _HASH = re.compile(
     r"hash mismatch|Hash mismatch|doesn't match the hash|hashes? (?:do|does) not match",
@@ -121,15 +123,24 @@ class Uv:
         requirements: Sequence[str] = (),
         *,
         index_url: str | None = None,
+        find_links: str | None = None,
         prerelease: bool = False,
         reinstall: Sequence[str] = (),
         constraints: Path | None = None,
         editables: Sequence[Path] = (),
         no_deps: bool = False,
         stream: bool = True,
+        on_line: Callable[[str], None] | None = None,
     ) -> proc.Completed:
-        """Resolve and install into the env of ``python``; ``index_url`` is the *only* index."""
+        """Resolve and install into the env of ``python``; ``index_url`` is the *only* index,
+        or ``find_links`` (a wheelhouse) the only source, with no index at all.
+
+        ``on_line`` sees uv's output as it comes (download progress)."""
         args = ["--index-url", index_url] if index_url else []
+        if find_links:
+            # uv caches a find-links wheel by its file name, and a rebuilt custom torch often
+            # keeps its version: without a refresh the old build would be installed
+            args += ["--no-index", "--find-links", find_links, "--refresh"]
         if no_deps:
             args.append("--no-deps")
         if prerelease:
@@ -140,30 +151,24 @@ class Uv:
             args += ["--constraint", str(constraints)]
         for path in editables:
             args += ["--editable", str(path)]
-        return self._pip("install", python, *args, *requirements, stream=stream)
+        extra = {"on_line": on_line} if on_line else {}
+        return self._pip("install", python, *args, *requirements, stream=stream, **extra)
 
     def install_locked(
         self,
         python: Path,
         lock: Path,
-        work: Path,
-        mirrors: Sequence[Index] = (),
         reinstall: Sequence[str] = (),
+        on_line: Callable[[str], None] | None = None,
     ) -> proc.Completed:
-        """Install exactly the files of pylock ``lock`` (hashes checked by uv).
-
-        Locks record declared URLs; a copy in ``work`` has each mirrored index's URL substituted.
-        """
-        text = lock.read_text(encoding="utf-8")
-        for index in mirrors:
-            text = text.replace(index.declared_url + "/", index.url + "/")
-        copy = work / lock.name
-        copy.write_text(text, encoding="utf-8")
+        """Install exactly the files of pylock ``lock`` (hashes checked by uv), from the URLs it
+        names: a mirrored index's lock is routed through its mirror first (build.mirrors)."""
         argv = ["pip", "install", "--no-config", "--preview-features", "pylock"]
         argv += ["--python", str(python)]
         for name in reinstall:
             argv += ["--reinstall-package", name]
-        return self._run([*argv, "-r", str(copy)], stream=True)
+        extra = {"on_line": on_line} if on_line else {}
+        return self._run([*argv, "-r", str(lock)], stream=True, **extra)
 
     def compile(
         self,
@@ -174,10 +179,12 @@ class Uv:
         python_version: str,
         index_url: str | None = None,
         default_index: str | None = None,
+        find_links: str | None = None,
         prerelease: bool = False,
         constraints: Path | None = None,
     ) -> proc.Completed:
-        """Resolve ``source`` for envlab ``platform`` (cross-platform) into pylock ``output``."""
+        """Resolve ``source`` for envlab ``platform`` (cross-platform) into pylock ``output``;
+        with ``find_links`` (a wheelhouse) and no index URL, from the wheelhouse alone."""
         argv = [
             "pip",
             "compile",
@@ -198,6 +205,9 @@ class Uv:
             argv += ["--index-url", index_url]
         if default_index:
             argv += ["--default-index", default_index]
+        if find_links:  # refreshed: see install()
+            argv += ["--find-links", find_links, "--refresh"]
+            argv += [] if index_url else ["--no-index"]
         if constraints:
             argv += ["--constraint", str(constraints)]
         return self._run([*argv, str(source)])
@@ -253,14 +263,17 @@ class Uv:
                 "which conflicts with the installed torch layer "
                 "(torch is a layer, never a transitive dependency)"
             )
-        missing = _MISSING.search(output)
+        only = _ONLY.search(output)
+        missing = _UNKNOWN.search(output) or _MISSING.search(output) or only
         if missing:
             # a torch build its one index lacks cannot be had here; a stack wheel is the spec's
             unavailable = layer in ("torch", "nightly")
             outcome = Outcome.UNAVAILABLE if unavailable else Outcome.BUILD_FAILED
+            wanted = only.group(2) if only else missing.group(1)
+            served = f" (it serves only {only.group(1)})" if only else ""
             return (
                 outcome,
-                f"{layer} layer: wheel missing: {missing.group(1)} is not served by {where}",
+                f"{layer} layer: wheel missing: {wanted} is not served by {where}{served}",
             )
         last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "no output")
         return Outcome.BUILD_FAILED, f"{layer} layer failed: {last}"

@@ -7,15 +7,11 @@ the variant is published for that release comes from the knowledge table of publ
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from packaging.requirements import Requirement
 
 from envlab.hardware import knowledge
 from envlab.spec.envspec import EnvSpec
-
-_VARIANT = re.compile(r"^(cu\d{3}|cpu)$")
+from envlab.spec.releases import pinned_torch, variant_of
 
 
 @dataclass(frozen=True)
@@ -35,34 +31,6 @@ class Build:
         return f"torch {self.torch or '(unpinned)'} {self.variant or '?'}"
 
 
-def pinned_torch(spec: EnvSpec) -> tuple[str | None, str | None]:
-    """(version, local tag) of an exact ``torch==X[+tag]`` pin, else expect.torch_version."""
-    for text in spec.torch.packages:
-        req = Requirement(text)
-        if req.name.lower() != "torch":
-            continue
-        pins = [s for s in req.specifier if s.operator in ("==", "===") and "*" not in s.version]
-        if len(pins) == 1:
-            version, _, local = pins[0].version.partition("+")
-            return version, local or None
-    expected = spec.expect.torch_version
-    return (expected if expected and re.fullmatch(r"[\d.]+", expected) else None), None
-
-
-def _variant(spec: EnvSpec, local: str | None, index: str) -> str | None:
-    """The CUDA variant from the pin's local tag, the expectations, or the index name."""
-    variant = local or spec.expect.torch_local
-    if variant and _VARIANT.match(variant):
-        return variant
-    if spec.expect.cpu_only:
-        return "cpu"
-    if spec.expect.cuda:
-        return "cu" + spec.expect.cuda.replace(".", "")
-    if match := re.fullmatch(r"pytorch-(?:nightly-)?(cu\d{3}|cpu)", index):
-        return match.group(1)
-    return None
-
-
 def infer_build(
     spec: EnvSpec,
     platform: str,
@@ -72,7 +40,7 @@ def infer_build(
     """The env's build: torch pin + variant (local tag, expect.cuda, index name) + arch list."""
     version, local = pinned_torch(spec)
     index = spec.torch.index_for(platform)
-    variant = _variant(spec, local, index)
+    variant = variant_of(spec, local, index)
     cuda = spec.expect.cuda
     if cuda is None and variant and variant.startswith("cu"):
         cuda = f"{variant[2:-1]}.{variant[-1]}"

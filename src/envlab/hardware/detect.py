@@ -2,7 +2,10 @@
 
 Sources, in order: nvidia-ml-py (the ``pynvml`` module, optional), ``nvidia-smi --query-gpu``,
 ``/proc/driver/nvidia`` (driver, and device names without compute capability). No GPU is a normal
-answer. Broken or partial output becomes a ``problems`` line in the result, never a traceback.
+answer. Broken or partial output becomes a ``problems`` line in the result, never a traceback:
+a driver version that is no version (``550.54.15-beta``, ``-``) is unknown, with the text said.
+Every nvidia-smi call is bounded (its whole process group killed on timeout), and all of them
+together within ``SMI_BUDGET_S``, so ``doctor`` answers whatever a wrapper script does.
 The parsers are pure functions over text so they can be tested on recorded outputs.
 """
 
@@ -14,6 +17,7 @@ import platform
 import re
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,6 +31,9 @@ from envlab.results.schema import GPU, Host, default_host_id
 from envlab.spec import platforms
 
 SMI_COLUMNS = ("index", "name", "compute_cap", "driver_version", "memory.total")
+SMI_TIMEOUT_S = 15.0  # one nvidia-smi query (it answers in well under a second when healthy)
+SMI_BUDGET_S = 30.0  # every nvidia-smi query of one detection together
+_DRIVER_VERSION = re.compile(r"^\d+(?:\.\d+)*$")
 SMI_COLUMNS_OLD = ("index", "name", "driver_version", "memory.total")  # drivers before compute_cap
 # CPU flags worth reporting (the rest of /proc/cpuinfo's flags say nothing about torch's kernels).
 X86_FLAGS = (
@@ -269,12 +276,32 @@ def _text(value: Any) -> str | None:
 SmiRunner = Callable[[list[str]], tuple[int, str]]
 
 
-def _run_smi(argv: list[str]) -> tuple[int, str]:
+def _run_smi(argv: list[str], timeout: float = SMI_TIMEOUT_S) -> tuple[int, str]:
     try:
-        done = proc.run(argv, check=False, quiet=True, timeout=30)
+        done = proc.run(argv, check=False, quiet=True, timeout=timeout)
     except CommandError as exc:  # executable not found
         return exc.returncode, exc.output
     return done.returncode, done.output
+
+
+def _budgeted(run: SmiRunner, budget_s: float = SMI_BUDGET_S) -> SmiRunner:
+    """``run`` with every call's timeout cut to what is left of ``budget_s``."""
+    deadline = time.monotonic() + budget_s
+
+    def bounded(argv: list[str]) -> tuple[int, str]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return 124, f"[envlab] not run: nvidia-smi used up its {budget_s:g}s"
+        return _run_smi(argv, timeout=min(SMI_TIMEOUT_S, left))
+
+    return bounded if run is _run_smi else run
+
+
+def check_driver(driver: str | None, source: str) -> tuple[str | None, str | None]:
+    """(the driver version, or None when it is no version; the problem line saying so)."""
+    if driver is None or _DRIVER_VERSION.match(driver.strip()):
+        return (driver.strip() if driver else None), None
+    return None, f"{source}: driver version unknown: reported {driver!r}, which is no version"
 
 
 def scan_nvml(nvml: ModuleType) -> GpuScan:
@@ -321,6 +348,8 @@ def scan_smi(run: SmiRunner = _run_smi) -> GpuScan:
     code, out = run([*base, f"--query-gpu={','.join(SMI_COLUMNS)}"])
     if code == 127:
         return GpuScan(problems=("nvidia-smi not found",))
+    if "killed after" in out and "timeout" in out:
+        return GpuScan(problems=(f"nvidia-smi did not answer in time: {_last_line(out)}",))
     if smi_lacks_compute_cap(out):
         code, out = run([*base, f"--query-gpu={','.join(SMI_COLUMNS_OLD)}"])
         scan = parse_smi_csv(out, SMI_COLUMNS_OLD)
@@ -331,9 +360,14 @@ def scan_smi(run: SmiRunner = _run_smi) -> GpuScan:
         known = tuple(
             p for p in scan.problems if any(f.lower() in p.lower() for f in _SMI_FAILURES)
         )
-        last = out.strip().splitlines()[-1] if out.strip() else "no output"
+        last = _last_line(out)
         scan = replace(scan, problems=known or (f"nvidia-smi exited with {code}: {last}",))
     return scan
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1].removeprefix("[envlab] ") if lines else "no output"
 
 
 def scan_proc(root: Path = Path("/proc/driver/nvidia")) -> GpuScan:
@@ -375,9 +409,10 @@ def scan_gpus(
 ) -> tuple[GpuScan, str]:
     """The first source that lists devices wins; problems of the sources tried are kept."""
     problems: list[str] = []
+    smi = _budgeted(run)
     for name, scan_once in (
         ("nvml", (lambda: scan_nvml(nvml)) if nvml is not None else None),
-        ("nvidia-smi", lambda: scan_smi(run)),
+        ("nvidia-smi", lambda: scan_smi(smi)),
         ("proc", lambda: scan_proc(proc_root)),
     ):
         if scan_once is None:
@@ -433,7 +468,8 @@ def detect_cpu() -> CpuFacts:
             return parse_cpuinfo(text, machine)
     model = platform.processor() or machine
     if sys.platform == "darwin":
-        done = proc.run(["sysctl", "-n", "machdep.cpu.brand_string"], check=False, quiet=True)
+        argv = ["sysctl", "-n", "machdep.cpu.brand_string"]
+        done = proc.run(argv, check=False, quiet=True, timeout=SMI_TIMEOUT_S)
         if done.returncode == 0 and done.output.strip():
             model = done.output.strip()
     # Other OSes: ISA flags are not read (no /proc/cpuinfo); the verdicts do not depend on them.
@@ -468,8 +504,11 @@ def detect_host(
 
 def with_gpus(host: HostFacts, scan: GpuScan, source: str, facts: knowledge.Knowledge) -> HostFacts:
     """Attach a GPU scan to host facts: infer missing compute capabilities, derive the max CUDA."""
-    gpus = fill_compute_capability(scan.gpus, facts)
-    problems = list(scan.problems)
+    driver, unreadable = check_driver(scan.driver, source)
+    problems = list(scan.problems) + ([unreadable] if unreadable else [])
+    gpus = fill_compute_capability(
+        tuple(replace(g, driver=check_driver(g.driver, "")[0]) for g in scan.gpus), facts
+    )
     problems += [
         f"GPU {g.index} ({g.name}): compute capability unknown "
         "(not reported, name not in the table)"
@@ -480,14 +519,14 @@ def with_gpus(host: HostFacts, scan: GpuScan, source: str, facts: knowledge.Know
         scan.cuda_driver,
         "reported by the driver (NVML)" if scan.cuda_driver else None,
     )
-    if max_cuda is None and scan.driver and host.os_family in ("linux", "windows"):
-        row = facts.max_cuda(scan.driver, "windows" if host.os_family == "windows" else "linux")
+    if max_cuda is None and driver and host.os_family in ("linux", "windows"):
+        row = facts.max_cuda(driver, "windows" if host.os_family == "windows" else "linux")
         if row:
             max_cuda, max_source = row.cuda, row.source
     return replace(
         host,
         gpus=gpus,
-        driver=scan.driver,
+        driver=driver,
         max_cuda=max_cuda,
         max_cuda_source=max_source,
         gpu_source=source,

@@ -76,7 +76,8 @@ def doctor_json(
     """The doctor's findings as JSON: the host, one entry per env, the pick, CPU notes."""
     host = host or detect.detect_host()
     facts = facts or knowledge.load()
-    specs = matrix.valid()
+    # a matrix cell whose build is known not to exist is no candidate on any machine
+    specs = [s for s in matrix.valid() if not (s.cell and s.cell.no_such_build)]
     builds = {s.name: infer_build(s, host.platform, facts, arch_flags) for s in specs}
     judged = {s.name: verdicts.env_findings(s, builds[s.name], host, facts) for s in specs}
     for name, found in judged.items():

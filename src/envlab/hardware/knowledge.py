@@ -1,7 +1,8 @@
-"""Knowledge as data: driver/CUDA/arch/wheel/variant/GPU/ISA tables from ``knowledge.toml``.
+"""Knowledge as data: driver/CUDA/arch/wheel/GPU/ISA tables from ``knowledge.toml``, plus the
+published-variants table of :mod:`envlab.spec.releases` (its one source, shared with the spec wing).
 
 Loaded and validated strictly (unknown keys rejected, every entry carries its source); the
-lookups here are the only way the rest of envlab reads those tables.
+lookups here are the only way the rest of the hardware wing reads those tables.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from envlab.errors import UserError
+from envlab.errors import SpecError, UserError
+from envlab.spec import releases as published
+from envlab.spec.releases import VariantEntry, release_of
 from envlab.verify.archcompat import Arch, Capability
 
 OsFamily = Literal["linux", "windows"]
@@ -135,32 +138,7 @@ class WheelEntry(Entry):
         return SpecifierSet(self.torch).contains(Version(version.base_version), prereleases=True)
 
 
-class VariantEntry(Entry):
-    """The torch releases one CUDA variant (``cu126``) is published for."""
-
-    name: str = Field(pattern=r"^cu\d{3}$")
-    torch: str
-
-    _check_torch = field_validator("torch")(_torch_spec)
-
-    @property
-    def cuda(self) -> str:
-        return f"{self.name[2:-1]}.{self.name[-1]}"
-
-    def publishes(self, release: Version) -> bool:
-        return SpecifierSet(self.torch).contains(release, prereleases=True)
-
-
 Availability = Literal["published", "not-published", "unknown"]
-
-
-def release_of(torch_version: str) -> Version | None:
-    """'2.10.0+cu126' or '2.12.0.dev20261120' -> Version('2.10') / Version('2.12')."""
-    try:
-        version = Version(torch_version)
-    except InvalidVersion:
-        return None
-    return Version(f"{version.major}.{version.minor}")
 
 
 class GpuEntry(Entry):
@@ -331,6 +309,10 @@ class Knowledge(Entry):
         return [n for n in self.isa_note if n.applies(machine, flags)]
 
 
+# the keys of Knowledge read from the spec wing's releases table, not from knowledge.toml
+_FROM_RELEASES = ("checked-through", "variant")
+
+
 def parse(text: str, source: str = "knowledge.toml") -> Knowledge:
     """Parse and validate knowledge TOML; one-line :class:`KnowledgeError` on any problem."""
     try:
@@ -339,6 +321,17 @@ def parse(text: str, source: str = "knowledge.toml") -> Knowledge:
         raise KnowledgeError(
             f"{source}: expected valid TOML, found a syntax error: {exc}"
         ) from None
+    moved = [key for key in _FROM_RELEASES if key in data]
+    if moved:
+        raise KnowledgeError(
+            f"{source}: unknown key {moved[0]!r} (the published-variants table lives in "
+            "src/envlab/spec/releases.toml)"
+        )
+    try:
+        shared = published.raw()
+    except (OSError, tomllib.TOMLDecodeError, SpecError) as exc:
+        raise KnowledgeError(f"envlab/spec/releases.toml: {exc}") from None
+    data |= {key: shared[key] for key in _FROM_RELEASES if key in shared}
     try:
         return Knowledge.model_validate(data)
     except ValidationError as exc:

@@ -56,11 +56,13 @@ def _order(choices: list[Choice], builds: dict[str, Build], specs: dict[str, Env
 
 def install_command(spec: EnvSpec, platform: str, matrix: Matrix) -> tuple[str, str]:
     """(index URL, the pip command) that installs the env's torch family as a plain user would."""
-    index = matrix.indexes[spec.torch.index_for(platform)]
+    index = matrix.torch_index(spec, platform)
     parts = ["pip install", *spec.torch.packages]
     if spec.torch.pre:
         parts.append("--pre")
-    if index.name != "pypi":
+    if index.find_links:
+        parts += ["--no-index", "--find-links", index.declared_url]
+    elif index.name != "pypi":
         parts += ["--index-url", index.declared_url]
     return index.declared_url, " ".join(parts)
 

@@ -274,6 +274,37 @@ def judge_performance(
     )
 
 
+def judge_against(
+    reference: Point,
+    new: Point,
+    *,
+    higher_is_better: bool,
+    options: JudgeOptions = JudgeOptions(),
+) -> PerfJudgement:
+    """``new`` against one ``reference`` run (a bisect step against the good run's samples).
+
+    With one earlier run there is no spread between runs to learn from: it is a regression when
+    worse than the reference median by more than the threshold (the few-samples one for figures
+    of 1-2 samples) or ``sigmas`` times the two medians' combined within-run noise, if larger.
+    """
+    ref, now = _prepare(reference, higher_is_better), _prepare(new, higher_is_better)
+    if ref.badness is None or now.badness is None:
+        return insufficient(0, options, "a median that is not positive cannot be judged")
+    few = min(ref.n, now.n) < FEW_SAMPLES
+    floor = math.log(options.few_threshold if few else options.threshold)
+    bar = max(floor, options.sigmas * math.hypot(ref.noise, now.noise))
+    excess = now.badness - ref.badness
+    return PerfJudgement(
+        Verdict.REGRESSION if excess > bar else Verdict.OK,
+        1,
+        1,
+        factor=math.exp(excess),
+        bar=math.exp(bar),
+        centre=reference.median,
+        window=(reference.run_id, reference.run_id),
+    )
+
+
 def judge_series(
     points: Sequence[Point], *, higher_is_better: bool, options: JudgeOptions = JudgeOptions()
 ) -> list[PerfJudgement]:

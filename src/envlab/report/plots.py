@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -364,4 +365,59 @@ def package_matrix(columns: list[str], rows: list[tuple[str, list[str | None]]])
         loc="left",
         pad=24,
     )
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class HeatPanel:
+    """One panel of a factor heat-map: rows x columns of a benchmark's medians (None: none)."""
+
+    title: str
+    rows: list[str]
+    columns: list[str]
+    values: list[list[float | None]]
+
+
+def factor_heatmap(
+    title: str,
+    unit: str,
+    higher_is_better: bool,
+    panels: list[HeatPanel],
+    axes: tuple[str, str],
+) -> bytes:
+    """A benchmark across the cells of a factored matrix: one heat-map per panel on one colour
+    scale, the better end bright; cells without a result are left blank."""
+    found = [v for p in panels for row in p.values for v in row if v is not None]
+    low, high = (min(found), max(found)) if found else (0.0, 1.0)
+    per_row = min(len(panels), 3)
+    lines = -(-len(panels) // per_row)
+    widest = max(len(p.columns) for p in panels)
+    tallest = max(len(p.rows) for p in panels)
+    panel_w, panel_h = max(3.4, 1.4 + 1.1 * widest), 1.4 + 0.55 * tallest
+    fig = Figure(figsize=(per_row * panel_w + 1.2, lines * panel_h + 1.1))
+    cmap = "viridis" if higher_is_better else "viridis_r"
+    image = None
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(lines, per_row, i + 1)
+        grid = np.ma.masked_invalid(
+            np.array([[np.nan if v is None else v for v in row] for row in panel.values], float)
+        )
+        image = ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, aspect="auto")
+        for (r, c), value in np.ndenumerate(grid.filled(np.nan)):
+            if np.isnan(value):
+                ax.text(c, r, "–", ha="center", va="center", fontsize=8.5, color="#607d8b")
+                continue
+            red, green, blue, _ = image.cmap(image.norm(value))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            colour = "white" if dark else "#212121"
+            ax.text(c, r, _fmt(float(value)), ha="center", va="center", fontsize=8.5, color=colour)
+        ax.set_xticks(range(len(panel.columns)), panel.columns, fontsize=8.5)
+        ax.set_yticks(range(len(panel.rows)), panel.rows, fontsize=8.5)
+        ax.set_xlabel(axes[1], fontsize=9)
+        ax.set_ylabel(axes[0], fontsize=9)
+        ax.set_title(panel.title, fontsize=10)
+    if image is not None:
+        bar = fig.colorbar(image, ax=fig.axes, shrink=0.85, pad=0.03)
+        bar.set_label(f"{unit} ({'higher' if higher_is_better else 'lower'} is better)", fontsize=9)
+    fig.suptitle(_short_title(title, width=90), fontsize=9.5, x=0.45, y=1.02)
     return _png(fig)

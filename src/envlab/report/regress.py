@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,38 @@ from envlab.results.history import BenchRow, History, ResultRow, SeriesPoint, op
 EXIT_REGRESSION = 1
 
 BenchSeries = dict[tuple[str, str, str], list[SeriesPoint]]
+
+# The findings `envlab bisect` can narrow down, and the option naming the item it watches.
+BISECTABLE: dict[str, str] = {
+    "check": "check",
+    "compat": "test",
+    "benchmark-error": "bench",
+    "performance": "bench",
+}
+HARD_BREAKS = frozenset({"check", "compat", "benchmark-error"})
+
+
+def bisect_item(finding: Finding) -> tuple[str, str] | None:
+    """(option, item) that ``envlab bisect`` watches for ``finding``: ("test", "test_x.py::t")."""
+    option = BISECTABLE.get(finding.kind)
+    if option is None:
+        return None
+    # a benchmark finding names the series (name@v1[params] (unit)); bisect takes the name
+    item = finding.subject.split("@", 1)[0] if option == "bench" else finding.subject
+    return option, item
+
+
+def bisect_command(pair: PairReport, finding: Finding) -> str | None:
+    """The command that names the change behind ``finding``, or None if it cannot be bisected."""
+    item = bisect_item(finding)
+    if item is None or finding.baseline_run is None or not pair.newest.outcome.has_env:
+        return None
+    option, name = item
+    return (
+        f"nox -s bisect -- {shlex.quote(pair.env)} --good {shlex.quote(finding.baseline_run)} "
+        f"--bad {shlex.quote(pair.newest.run_id)} --host {shlex.quote(pair.host)} "
+        f"--{option} {shlex.quote(name)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +92,10 @@ class PairReport:
     @property
     def regressed(self) -> bool:
         return bool(self.findings)
+
+    def bisect_commands(self) -> list[str]:
+        """The bisect command for each finding that can be bisected, in order."""
+        return [c for f in self.findings if (c := bisect_command(self, f))]
 
     @property
     def judged(self) -> int:
@@ -340,6 +377,9 @@ def main(
                 f"REGRESSION {pair.env} on {pair.host}: {f.kind} {f.subject}: {f.before} -> "
                 f"{f.after}" + (f" ({f.detail})" if f.detail else "")
             )
+            command = bisect_command(pair, f)
+            if command:
+                log(f"  which change did it: {command}")
     log(
         f"regress: {report.count} regression(s) in {len(report.regressions)} env/host pair(s) "
         f"of run {report.newest_run} vs {report.baseline_label}; {report.insufficient} "

@@ -15,18 +15,19 @@ import hashlib
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from envlab.fsutil import atomic_write_bytes, atomic_write_text
 from envlab.log import log
 from envlab.outcome import Outcome
-from envlab.report import plots
+from envlab.report import factors, plots
 from envlab.report.judge import JudgeOptions, PerfJudgement, Point, Verdict, judge_series
 from envlab.report.regress import Change, RegressReport, compare
 from envlab.report.templating import environment
-from envlab.results import export
+from envlab.results import bisects, export
+from envlab.results.bisects import Bisect
 from envlab.results.history import (
     BenchRow,
     CompatRow,
@@ -36,6 +37,7 @@ from envlab.results.history import (
     SeriesPoint,
     open_history,
 )
+from envlab.verify import advisory
 
 MD_LIMIT = 1024 * 1024  # GitHub's step summary limit per step
 _TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton")
@@ -183,6 +185,8 @@ class ReportView:
         ]
     )
     failed_checks: list[ProblemView] = field(default_factory=list)
+    warned_checks: list[ProblemView] = field(default_factory=list)  # hold, with a warning
+    all_checks: list[tuple[ProblemView, bool]] = field(default_factory=list)  # (check, ok)
     failed_tests: list[ProblemView] = field(default_factory=list)
     benches: list[BenchView] = field(default_factory=list)
     bench_groups: list[BenchGroupView] = field(default_factory=list)
@@ -196,6 +200,8 @@ class ReportView:
     history_marks: int = 0
     marked: list[tuple[str, str, str, str]] = field(default_factory=list)  # key, env, host, run
     rule: str = ""
+    factors: list[factors.FactorView] = field(default_factory=list)  # factored envspecs
+    bisects: list[Bisect] = field(default_factory=list)  # newest first
 
     @property
     def verdict_counts(self) -> dict[Verdict, int]:
@@ -268,7 +274,9 @@ class _Builder:
         history_runs: int | None,
         options: JudgeOptions,
         now: datetime,
+        factor_bench: str | None = None,
     ) -> None:
+        self.factor_bench = factor_bench
         self.h = history
         self.out_dir = out_dir
         self.history_runs = history_runs
@@ -301,6 +309,7 @@ class _Builder:
         series = self.h.benchmark_series()
         marks = self._marks(series)
         self._benchmarks(view, series, marks)
+        self._factor_views(view, state)
         history_fig = self._history_figure(view, series, marks)
         if history_fig:
             view.figures["history"] = history_fig
@@ -324,11 +333,15 @@ class _Builder:
         by_rid = {r.rid: r for r in state}
         for rid, checks in self.h.checks(rids).items():
             r = by_rid[rid]
-            view.failed_checks += [
-                ProblemView(r.env, r.host_id, c.name, c.expected, c.found, c.message, c.layer)
+            shown = [
+                (ProblemView(r.env, r.host_id, c.name, c.expected, c.found, c.message, c.layer), c)
                 for c in checks
-                if not c.ok
             ]
+            view.failed_checks += [p for p, c in shown if not c.ok]
+            view.warned_checks += [
+                p for p, c in shown if c.ok and c.message.startswith(advisory.PREFIX)
+            ]
+            view.all_checks += [(p, bool(c.ok)) for p, c in shown]
         compat = self.h.compat(rids)
         for rid, tests in compat.items():
             r = by_rid[rid]
@@ -533,6 +546,33 @@ class _Builder:
             plots.bench_history(list(groups.values())),
         )
 
+    def _factor_views(self, view: ReportView, state: list[ResultRow]) -> None:
+        """A pivot per factored envspec (and host), with its benchmark heat-map."""
+        cells = self.h.factors([r.rid for r in state])
+        for v in factors.build(state, cells, view.benches, self.factor_bench):
+            figure = None
+            if v.bench_key is not None:
+                png = plots.factor_heatmap(
+                    v.bench_key,
+                    v.bench_unit,
+                    v.higher_is_better,
+                    [
+                        plots.HeatPanel(
+                            p.title, p.rows, p.columns, [[c and c.bench for c in r] for r in p.grid]
+                        )
+                        for p in v.panels
+                    ],
+                    (v.row_factor or "", v.column_factor),
+                )
+                name = f"factors-{_slug(v.matrix + '@' + v.host)}"
+                caption = (
+                    f"Median of {v.bench_key} in each cell's latest result with benchmarks"
+                    + (f" on {v.host}" if self.multi_host else "")
+                    + "; one colour scale for every panel, the better end bright."
+                )
+                figure = self._figure(name, f"{v.matrix}: {v.bench_key}", caption, png)
+            view.factors.append(replace(v, figure=figure))
+
     # ----------------------------------------------------------------------- the rest
 
     def _packages_view(self, view: ReportView, state: list[ResultRow]) -> None:
@@ -607,11 +647,13 @@ def build_report(
     history_runs: int | None = None,
     options: JudgeOptions | None = None,
     now: datetime | None = None,
+    factor_bench: str | None = None,
 ) -> ReportPaths:
     """Ingest ``runs_dir`` into the history at ``db_path`` and write the report into ``out_dir``.
 
     ``options``: the judge's (default: the calibrated defaults, as ``envlab regress``);
-    ``now``: the time ages are counted to (default: the current time).
+    ``now``: the time ages are counted to (default: the current time); ``factor_bench``: the
+    benchmark (part of its key) of the factor views' heat-maps (default: the most recorded).
     """
     history, ingest = open_history(db_path, runs_dir)
     with history:
@@ -622,10 +664,15 @@ def build_report(
             history_runs=history_runs,
             options=options or JudgeOptions(),
             now=now or datetime.now(UTC),
+            factor_bench=factor_bench,
         ).build([(str(p), reason) for p, reason in ingest.skipped])
         tables = export.write_csv(history, out_dir)
+    # bisect records live beside the runs (their steps are not part of any env's history)
+    view.bisects, unreadable = bisects.read_all(runs_dir.parent / "bisect")
+    view.skipped += [(str(p), reason) for p, reason in unreadable]
     figures = [f.path for f in view.figures.values()]
     figures += [g.figure.path for g in view.bench_groups if g.figure]
+    figures += [v.figure.path for v in view.factors if isinstance(v.figure, FigureView)]
     _remove_stale_plots(out_dir, figures)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, render_html(view))
@@ -633,9 +680,10 @@ def build_report(
     return ReportPaths(html_path, md_path, figures, tables, view)
 
 
-def main(runs_dir: Path, out_dir: Path, db_path: Path) -> int:
-    """``envlab report``: write report.html, report.md and plots/*.png under ``out_dir``."""
-    paths = build_report(runs_dir, out_dir, db_path)
+def main(runs_dir: Path, out_dir: Path, db_path: Path, factor_bench: str | None = None) -> int:
+    """``envlab report``: write report.html, report.md and plots/*.png under ``out_dir``;
+    ``factor_bench`` picks the benchmark of the factor views' heat-maps (part of its key)."""
+    paths = build_report(runs_dir, out_dir, db_path, factor_bench=factor_bench)
     log(f"report: wrote {paths.html}")
     log(f"report: wrote {paths.markdown}")
     for path in [*paths.plots, *paths.tables]:

@@ -4,25 +4,32 @@ JSON results under ``reports/runs`` stay the interchange format; this database o
 so that reports and regression checks over thousands of runs stay fast. Ingesting is idempotent:
 a result is keyed by (run_id, host id, env), and a file whose size and mtime did not change since
 the last ingest is not parsed again. Results stay in the history after their JSON is deleted.
+
+The JSON results are the source of truth: a history that is no readable database (truncated,
+overwritten) is set aside and rebuilt from them by :func:`open_history`, which says so in one
+line; deleting the file rebuilds it too.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from envlab.errors import ResultError
+from envlab.errors import ResultError, UserError
+from envlab.fsutil import exclusive, unwritable
 from envlab.log import log
 from envlab.outcome import Outcome
 from envlab.results.schema import Result, load
 from envlab.results.store import Store
 
 DB_VERSION = 1
+BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another (a concurrent report) to commit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +89,11 @@ CREATE TABLE IF NOT EXISTS distributions (
     name TEXT NOT NULL, version TEXT, installer TEXT
 );
 CREATE INDEX IF NOT EXISTS distributions_rid ON distributions (rid);
+CREATE TABLE IF NOT EXISTS factors (
+    rid INTEGER NOT NULL REFERENCES results (rid) ON DELETE CASCADE,
+    matrix TEXT NOT NULL, position INTEGER NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS factors_rid ON factors (rid);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     rid INTEGER, skipped TEXT
@@ -201,11 +213,21 @@ class History:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        try:
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def check(self) -> None:
+        """Raise sqlite3.DatabaseError unless every page of the database reads back sound."""
+        found = [row[0] for row in self.db.execute("PRAGMA quick_check(1)")]
+        if found != ["ok"]:
+            raise sqlite3.DatabaseError(found[0] if found else "quick_check said nothing")
 
     def __enter__(self) -> Self:
         return self
@@ -397,6 +419,11 @@ class History:
             "INSERT INTO distributions VALUES (?, ?, ?, ?)",
             [(rid, name, d.version, d.installer) for name, d in r.facts.distributions.items()],
         )
+        if r.matrix:
+            self.db.executemany(
+                "INSERT INTO factors VALUES (?, ?, ?, ?, ?)",
+                [(rid, r.matrix, i, k, v) for i, (k, v) in enumerate(r.factors.items())],
+            )
         return rid
 
     # ----------------------------------------------------------------------- queries
@@ -504,6 +531,15 @@ class History:
             out.setdefault(rid, {})[name] = version
         return out
 
+    def factors(self, rids: Iterable[int]) -> dict[int, tuple[str, dict[str, str]]]:
+        """rid -> (factored envspec, factor values in declaration order) of matrix cells."""
+        out: dict[int, tuple[str, dict[str, str]]] = {}
+        query = "SELECT rid, matrix, name, value FROM factors"
+        rows = sorted(self._by_rid(query, rids), key=lambda r: r[0])
+        for rid, matrix, name, value in rows:
+            out.setdefault(rid, (matrix, {}))[1][name] = value
+        return out
+
     def _by_rid(self, query: str, rids: Iterable[int]) -> Iterator[tuple[Any, ...]]:
         ids = sorted(set(rids))
         for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
@@ -539,14 +575,61 @@ class History:
 
 
 def open_history(db_path: Path, runs_dir: Path | None = None) -> tuple[History, IngestReport]:
-    """Open the history at ``db_path`` and ingest ``runs_dir`` into it (if given)."""
-    history = History(db_path)
+    """Open the history at ``db_path`` and ingest ``runs_dir`` into it (if given).
+
+    A history that is no readable database is set aside (``<name>.corrupt-<time>``) and rebuilt
+    from the JSON results, with one line saying so. One that cannot be written (a read-only
+    ``reports/``) raises a one-line :class:`UserError`.
+    """
+    problem = unwritable(db_path.parent)
+    if problem:
+        raise UserError(
+            f"history {db_path}: cannot write it: {problem}; expected a writable directory "
+            "(make it writable, or set ENVLAB_HISTORY_DB to a path that is)"
+        )
+    # one process at a time checks (and if need be rebuilds) the file
+    with exclusive(db_path.with_name(db_path.name + ".lock")):
+        history = _open_sound(db_path, runs_dir)
     report = IngestReport()
     if runs_dir is not None:
-        report = history.ingest_dir(runs_dir)
+        try:
+            report = history.ingest_dir(runs_dir)
+        except sqlite3.OperationalError as exc:
+            history.close()
+            raise UserError(f"history {db_path}: cannot write it: {exc}") from None
         log(
             f"history {db_path}: {report.ingested} result(s) ingested, "
             f"{report.unchanged} unchanged, {len(report.skipped)} skipped; "
             f"{history.count_results()} in total"
         )
     return history, report
+
+
+def _open_sound(db_path: Path, runs_dir: Path | None) -> History:
+    """The history at ``db_path``, rebuilt empty (to be re-ingested) when it is unreadable."""
+    try:
+        history = History(db_path)
+    except sqlite3.OperationalError as exc:  # locked, read-only file, no space: not corruption
+        raise UserError(f"history {db_path}: cannot open it: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        return _rebuilt(db_path, runs_dir, exc)
+    try:
+        history.check()
+    except sqlite3.DatabaseError as exc:
+        history.close()
+        return _rebuilt(db_path, runs_dir, exc)
+    return history
+
+
+def _rebuilt(db_path: Path, runs_dir: Path | None, exc: Exception) -> History:
+    aside = db_path.with_name(f"{db_path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        source = db_path.with_name(db_path.name + suffix)
+        if source.exists():
+            source.replace(aside.with_name(aside.name + suffix))
+    source_text = f"the JSON results under {runs_dir}" if runs_dir else "the JSON results"
+    log(
+        f"history {db_path}: unreadable ({exc}); rebuilding it from {source_text} "
+        f"(the unreadable file is kept as {aside.name})"
+    )
+    return History(db_path)

@@ -60,6 +60,16 @@ class Command(Model):
     duration_s: float
 
 
+class FileSource(Model):
+    """Where one installed distribution's file came from."""
+
+    name: str
+    version: str | None = None
+    url: str  # the file fetched (a resolved layer: the index page it was resolved from)
+    sha256: str | None = None
+    mirror: bool = False  # from the index's mirror (ENVLAB_INDEX_<NAME>), not its declared URL
+
+
 class LayerRecord(Model):
     name: str
     index: str | None = None
@@ -69,6 +79,7 @@ class LayerRecord(Model):
     duration_s: float = 0.0
     outcome: LayerStatus = LayerStatus.OK
     message: str | None = None
+    files: list[FileSource] = Field(default_factory=list)  # optional: older results lack it
 
 
 class BuildRecord(Model):
@@ -146,6 +157,9 @@ class Result(Model):
     spec_hash: str
     description: str = ""
     tags: list[str] = Field(default_factory=list)
+    # a cell of a factored envspec: that envspec's name and the cell's factor values (in order)
+    matrix: str | None = None
+    factors: dict[str, str] = Field(default_factory=dict)
     host: Host
     outcome: Outcome
     reason: str | None = None

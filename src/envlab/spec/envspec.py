@@ -15,6 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,12 +26,15 @@ from pydantic import (
 from envlab.errors import SpecError, UnknownEnvError
 from envlab.fsutil import read_toml, stable_hash
 from envlab.log import log
-from envlab.spec import catalog, platforms
+from envlab.spec import catalog, factors, platforms, releases
+from envlab.spec.indexes import Index, wheelhouse_index
 
 M = TypeVar("M", bound=BaseModel)
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 ARCH = re.compile(r"^(sm|compute)_\d{2,3}[a-z]?$")
+# the name a wheelhouse goes by where an index name is expected (layer records, lock metadata)
+WHEELHOUSE = "wheelhouse"
 
 
 def _kebab(name: str) -> str:
@@ -57,13 +61,35 @@ def _check_requirement(value: str) -> str:
 RequirementStr = Annotated[str, AfterValidator(_check_requirement)]
 
 
+def _check_flag(value: Any) -> Any:
+    # TOML has booleans: "yes" or 1 would be read as true here but not by the noxfile's catalog
+    if not isinstance(value, bool):
+        raise ValueError(f"a boolean (true or false), found {value!r}")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_check_flag)]
+
+
 class TorchLayer(Strict):
-    """torch/torchvision/torchaudio, installed from the env's torch index only."""
+    """torch/torchvision/torchaudio, from the env's torch index only, or from a wheelhouse of
+    one's own builds (uv --find-links with no index)."""
 
     packages: list[RequirementStr]
-    index: str
+    index: str | None = None
+    wheelhouse: str | None = None  # a directory (from the project root) or URL of wheels
     index_by_platform: dict[str, str] = Field(default_factory=dict)
-    pre: bool = False
+    pre: Flag = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TorchLayer:
+        if (self.index is None) == (self.wheelhouse is None):
+            found = f"both ({self.index!r}, {self.wheelhouse!r})" if self.index else "neither"
+            raise ValueError(
+                "a source: one of index (a named index) or wheelhouse (a directory or URL of "
+                f"wheels), found {found}"
+            )
+        return self
 
     @field_validator("packages")
     @classmethod
@@ -74,13 +100,14 @@ class TorchLayer(Strict):
         return value
 
     def index_for(self, platform: str) -> str:
-        return self.index_by_platform.get(platform, self.index)
+        """The index name for ``platform``; :data:`WHEELHOUSE` for the wheelhouse."""
+        return self.index_by_platform.get(platform, self.index or WHEELHOUSE)
 
 
 class StackLayer(Strict):
     """Everything else, resolved with the installed torch layer as a constraint."""
 
-    use_shared: bool = True
+    use_shared: Flag = True
     add: list[RequirementStr] = Field(default_factory=list)
     remove: list[str] = Field(default_factory=list)
     index: str = "pypi"
@@ -102,14 +129,15 @@ class Expectations(Strict):
     torch_version: str | None = None
     torch_local: str | None = None
     cuda: str | None = None
-    cpu_only: bool = False
+    cpu_only: Flag = False
     arch_covers: list[str] = Field(default_factory=list)
-    torch_family_match: bool = True
+    arch_exact: list[str] = Field(default_factory=list)  # the compiled list, exactly (own builds)
+    torch_family_match: Flag = True
     nightly_max_age_days: int | None = None
     blas: Literal["openblas", "mkl", "accelerate", "any"] = "any"
     numpy_major: int | None = None
 
-    @field_validator("arch_covers")
+    @field_validator("arch_covers", "arch_exact")
     @classmethod
     def _arch(cls, value: list[str]) -> list[str]:
         for arch in value:
@@ -124,22 +152,32 @@ class Expectations(Strict):
         return self
 
 
+class MatrixCell(Strict):
+    """Set by envlab on each env of a factored envspec: where it comes from and, when the
+    published-releases tables say its build does not exist, why."""
+
+    matrix: str  # the factored envspec's name (its file name)
+    factors: dict[str, str]  # factor -> value, in declaration order
+    no_such_build: str | None = None  # why the published-releases tables rule its build out
+
+
 class EnvSpec(Strict):
     """One env of the matrix."""
 
     name: str = ""
     description: str
     python: str
-    default: bool = False
+    default: Flag = False
     tags: list[str] = Field(default_factory=list)
     platforms: list[str]
     unsupported: dict[str, str] = Field(default_factory=dict)
     version_notes: str = ""
-    locked: bool = True
+    locked: Flag = True
     torch: TorchLayer
     stack: StackLayer = Field(default_factory=StackLayer)
     nightly: NightlyLayer | None = None
     expect: Expectations = Field(default_factory=Expectations)
+    cell: MatrixCell | None = None  # set by envlab for a cell of a factored envspec
 
     @field_validator("python")
     @classmethod
@@ -166,9 +204,22 @@ class EnvSpec(Strict):
                 raise ValueError(f"platform names ({', '.join(platforms.KNOWN)}), found {item!r}")
         return value
 
+    def dump(self, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The spec as JSON data for hashing. Fields newer than the first envspecs (a cell, a
+        wheelhouse, arch-exact) are left out while unset, so that the hashes of the specs that
+        do not use them, and so their committed locks, stay what they were."""
+        data = self.model_dump(mode="json", exclude=exclude)
+        if self.cell is None:
+            data.pop("cell", None)
+        if self.torch.wheelhouse is None:
+            data["torch"].pop("wheelhouse", None)
+        if not self.expect.arch_exact:
+            data["expect"].pop("arch_exact", None)
+        return data
+
     @cached_property
     def spec_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+        return stable_hash(self.dump())
 
 
 class SharedStack(Strict):
@@ -248,23 +299,43 @@ class Matrix:
         self.indexes = load_indexes(envspecs / "indexes.toml")
         shared_path = envspecs / "stack.toml"
         self.shared = load_model(SharedStack, shared_path) if shared_path.exists() else None
-        self.names = [p.stem for p in catalog.env_files(envspecs)]
+        self._sources = {s.name: s for s in catalog.sources(envspecs)}
+        self.names = list(self._sources)
         self._cache: dict[str, EnvSpec] = {}
         self._warned: set[str] = set()
 
     def get(self, name: str) -> EnvSpec:
         if name not in self.names:
             valid = ", ".join(self.names) or "(none)"
-            raise UnknownEnvError(f"unknown env {name!r}: expected one of {valid}")
+            cells = self.cells_of(name)
+            hint = f" ({name}.toml is a matrix of {', '.join(cells)})" if cells else ""
+            raise UnknownEnvError(f"unknown env {name!r}: expected one of {valid}{hint}")
         if name not in self._cache:
             self._cache[name] = self._load(name)
         return self._cache[name]
 
+    def cell_of(self, name: str) -> tuple[str, dict[str, str]] | None:
+        """(factored envspec, factor values) of env ``name``, read without validating it."""
+        source = self._sources.get(name)
+        if source is None or source.cell is None:
+            return None
+        return source.path.stem, dict(source.cell.values)
+
+    def cells_of(self, matrix: str) -> list[str]:
+        """The envs expanded from factored envspec ``<matrix>.toml`` (none: not a matrix)."""
+        return [s.name for s in self._sources.values() if s.cell and s.path.stem == matrix]
+
     def _load(self, name: str) -> EnvSpec:
-        path = self.dir / f"{name}.toml"
-        if not ENV_NAME.match(name):
+        source = self._sources[name]
+        path = source.path
+        if source.error is not None:
+            raise SpecError(f"{path}: {source.error}")
+        if source.cell is not None:
+            spec = self._load_cell(path, source.cell)
+        elif not ENV_NAME.match(name):
             raise SpecError(f"{path}: expected a lowercase env name like 'stable', found {name!r}")
-        spec = load_model(EnvSpec, path, extra={"name": name})
+        else:
+            spec = load_model(EnvSpec, path, extra={"name": name, "cell": None})
         for where, index in self._index_refs(spec):
             if index not in self.indexes:
                 known = ", ".join(self.indexes)
@@ -274,8 +345,33 @@ class Matrix:
         return spec
 
     @staticmethod
+    def _load_cell(path: Path, cell: factors.Cell) -> EnvSpec:
+        """A cell of a factored envspec, marked unavailable when the published-releases tables
+        say its build does not exist (nothing is built to find out)."""
+        data = {**cell.data, "name": cell.name}
+        data["cell"] = {"matrix": path.stem, "factors": cell.values}
+        try:
+            spec = EnvSpec.model_validate(data)
+        except ValidationError as exc:
+            where = Path(f"{path} (cell {cell.name}: {cell.label})")
+            raise SpecError(format_validation_error(where, exc)) from None
+        reason = releases.no_such_build(spec)
+        if reason is None:
+            return spec
+        marked = spec.cell.model_copy(update={"no_such_build": reason})  # type: ignore[union-attr]
+        return spec.model_copy(update={"cell": marked})
+
+    def torch_index(self, spec: EnvSpec, platform: str) -> Index:
+        """The torch layer's source on ``platform``: a named index, or the env's wheelhouse."""
+        name = spec.torch.index_for(platform)
+        if spec.torch.wheelhouse and platform not in spec.torch.index_by_platform:
+            return wheelhouse_index(spec.torch.wheelhouse, self.dir.parent)
+        return self.indexes[name]
+
+    @staticmethod
     def _index_refs(spec: EnvSpec) -> list[tuple[str, str]]:
-        refs = [("torch.index", spec.torch.index), ("stack.index", spec.stack.index)]
+        refs = [("torch.index", spec.torch.index)] if spec.torch.index else []
+        refs += [("stack.index", spec.stack.index)]
         refs += [
             (f"torch.index-by-platform.{p}", i) for p, i in spec.torch.index_by_platform.items()
         ]
@@ -329,7 +425,7 @@ def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) 
     if extra:
         clash = set(extra) & set(data)
         if clash:
-            raise SpecError(f"{path}: unknown key {min(clash)!r} (it is set from the file name)")
+            raise SpecError(f"{path}: unknown key {min(clash)!r} (envlab sets it)")
         data = {**data, **extra}
     try:
         return model.model_validate(data)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from envlab.results.facts import Facts, ModuleFacts
-from envlab.results.schema import Check
+from envlab.results.schema import Check, Host
 from envlab.spec.envspec import EnvSpec, Expectations
-from envlab.verify import archcompat
+from envlab.verify import archcompat, buildinfo, integrity
 
 # torchvision 0.(N+15) is built for torch 2.N (0.25 <-> 2.10); torchaudio X.Y for torch X.Y.
 _TORCHVISION_OFFSET = 15
@@ -91,6 +92,12 @@ class Context:
     # layer name -> {distribution: version} that layer installed
     layer_packages: Mapping[str, Mapping[str, str]]
     today: date
+    # the machine it runs on (its GPUs and driver, as the doctor detected them), when known
+    host: Host | None = None
+    env: str = ""  # the env's name (the doctor's verdicts are per env)
+    # the nightly layer's packages, and the newest version of each the index serves now
+    nightly_packages: tuple[str, ...] = ()
+    index_now: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def torch_version(self) -> str:
@@ -281,6 +288,35 @@ def arch_covers(ctx: Context) -> list[Check]:
     return checks
 
 
+def arch_exact(ctx: Context) -> list[Check]:
+    """A custom build compiled for other GPUs than declared (one arch too few, or too many)."""
+    wanted = ctx.expect.arch_exact
+    if not wanted:
+        return []
+    flags = ctx.facts.torch.arch_flags
+    missing = [a for a in wanted if a not in flags]
+    extra = [a for a in flags if a not in wanted]
+    ok = not missing and not extra
+    diff = "; ".join(
+        part
+        for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"not declared {', '.join(extra)}" if extra else "",
+        )
+        if part
+    )
+    return [
+        Check(
+            name="arch-exact",
+            ok=ok,
+            expected=f"exactly {' '.join(wanted)}",
+            found=(" ".join(flags) or "(empty arch list)") + (f" ({diff})" if diff else ""),
+            layer=_blame(ok, "torch"),
+            message="" if ok else "the compiled arch list differs from the declared one",
+        )
+    ]
+
+
 def family_matches(ctx: Context) -> list[Check]:
     """torchvision/torchaudio built for another torch release or CUDA variant than torch."""
     if not ctx.expect.torch_family_match:
@@ -305,7 +341,8 @@ def _family_member(ctx: Context, name: str, mod: ModuleFacts, series: str) -> Ch
             expected=f"{name} {series}.x importable beside torch {tv}",
             found=mod.error,
             layer=owner,
-            message=f"{name} does not load with this torch",
+            message=f"{name} does not load with this torch. Fix: install the {name} {series}.x "
+            f"released with torch {_release(tv)}, from torch's index, in the same command",
         )
     found = mod.version or dist or "?"
     torch_local, local = _local(tv), _local(found)
@@ -320,43 +357,69 @@ def _family_member(ctx: Context, name: str, mod: ModuleFacts, series: str) -> Ch
         layer=_blame(ok, owner),
         message=""
         if ok
-        else f"{name} {found} is built for another torch release or CUDA variant than torch {tv}",
+        else f"{name} {found} is built for another torch release or CUDA variant than torch {tv}. "
+        f"Fix: install {name}=={series}.* from torch's index, in the same command as torch",
     )
 
 
 def nightly_fresh(ctx: Context) -> list[Check]:
-    """A nightly env quietly running a release build, or nightlies the index stopped refreshing."""
+    """Each nightly-layer package a fresh .devYYYYMMDD build; stale ones name what the index has."""
     max_age = ctx.expect.nightly_max_age_days
     if max_age is None:
         return []
-    built = nightly_date(ctx.torch_version)
+    names = ctx.nightly_packages or ("torch",)
+    return [
+        _nightly_check(ctx, name, max_age) for name in names if name == "torch" or name in ctx.dists
+    ]
+
+
+def _nightly_check(ctx: Context, name: str, max_age: int) -> Check:
+    """One nightly package: a dev build, at most ``max_age`` days old."""
+    version = ctx.torch_version if name == "torch" else str(ctx.dists.get(name) or "")
+    check_name = "nightly-fresh" if name == "torch" else f"nightly-fresh-{name}"
+    built = nightly_date(version)
     if built is None:
-        return [
-            Check(
-                name="nightly-fresh",
-                ok=False,
-                expected="a .devYYYYMMDD nightly build",
-                found=ctx.torch_version,
-                layer="nightly",
-                message="not a nightly build: "
-                "the forced reinstall from the nightly index did not take effect",
-            )
-        ]
+        return Check(
+            name=check_name,
+            ok=False,
+            expected=f"a .devYYYYMMDD nightly build of {name}",
+            found=version,
+            layer="nightly",
+            message="not a nightly build: "
+            "the forced reinstall from the nightly index did not take effect",
+        )
     age = (ctx.today - built).days
     ok = age <= max_age
-    return [
-        Check(
-            name="nightly-fresh",
-            ok=ok,
-            expected=f"a nightly at most {max_age} days old",
-            found=f"{built.isoformat()} ({age} days old)",
-            layer=_blame(ok, "nightly"),
-            message=""
-            if ok
-            else "the index serves stale nightlies "
-            "(upstream may have stopped publishing this variant)",
+    return Check(
+        name=check_name,
+        ok=ok,
+        expected=f"a {name} nightly at most {max_age} days old",
+        found=f"{name} {version}: {built.isoformat()} ({age} days old)",
+        layer=_blame(ok, "nightly"),
+        message="" if ok else _stale_nightly(ctx, name, built),
+    )
+
+
+def _stale_nightly(ctx: Context, name: str, built: date) -> str:
+    """Why a nightly is old: the env kept an old build, or the index has nothing newer."""
+    newest = ctx.index_now.get(name)
+    served = nightly_date(newest)
+    if newest is None or served is None:
+        return (
+            "the index serves stale nightlies (upstream may have stopped publishing this "
+            "variant); what it serves now is unknown here"
         )
-    ]
+    age = (ctx.today - served).days
+    if served > built:
+        return (
+            f"the env holds an old build: the index now serves {name} {newest} ({age} days "
+            "old). Fix: run again without --no-refresh to rebuild onto it"
+        )
+    return (
+        f"the index serves stale nightlies: its newest {name} is {newest} ({age} days old); "
+        "upstream may have stopped publishing this variant. Fix: move the nightly lane to a "
+        "CUDA variant upstream still builds"
+    )
 
 
 def numpy_major(ctx: Context) -> list[Check]:
@@ -374,6 +437,10 @@ def numpy_major(ctx: Context) -> list[Check]:
             expected=f"NumPy {wanted}.x",
             found=f"NumPy {numpy}",
             layer=_blame(ok, "stack"),
+            message=""
+            if ok
+            else f"extensions built for NumPy {wanted} (pandas, opencv, torch's interop) break on "
+            f"another major. Fix: install numpy=={wanted}.* (the lock's version), or rebuild",
         )
     ]
 
@@ -429,11 +496,15 @@ CHECKS: tuple[CheckFn, ...] = (
     no_nvidia_dists,
     torch_cuda,
     arch_covers,
+    arch_exact,
     family_matches,
     nightly_fresh,
     numpy_major,
     numpy_blas,
     pillow_from_pip,
+    # what is installed intact and consistent, the build's features, the host's GPU
+    *integrity.CHECKS,
+    *buildinfo.CHECKS,
 )
 
 
@@ -442,13 +513,26 @@ def check(
     facts: Facts,
     layer_packages: Mapping[str, Mapping[str, str]] | None = None,
     today: date | None = None,
+    *,
+    host: Host | None = None,
+    index_now: Mapping[str, str] | None = None,
 ) -> list[Check]:
-    """Every applicable expectation of ``spec`` against probe ``facts``, gates first."""
+    """Every applicable expectation of ``spec`` against probe ``facts``, gates first.
+
+    ``host``: where the env runs (GPU checks need it); ``index_now``: the newest version of each
+    nightly package its index serves now (a stale-nightly verdict names it).
+    """
     ctx = Context(
         expect=spec.expect,
         facts=facts,
         layer_packages=layer_packages or {},
         today=today or datetime.now(UTC).date(),
+        host=host,
+        env=spec.name,
+        nightly_packages=tuple(
+            Requirement(r).name for r in (spec.nightly.packages if spec.nightly else ())
+        ),
+        index_now=index_now or {},
     )
     checks: list[Check] = []
     for gate in GATES:
@@ -484,7 +568,9 @@ def matches_lock(facts: Facts, locked: Mapping[str, str]) -> Check:
         expected=f"exactly the {len(locked)} locked distributions",
         found="; ".join(problems) or f"{len(installed)} installed, all locked",
         layer=None if not problems else "stack",
-        message="" if not problems else "the env differs from its lock",
+        message=""
+        if not problems
+        else "the env differs from its lock. Fix: rebuild it from the lock (--force)",
     )
 
 
