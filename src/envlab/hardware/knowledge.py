@@ -16,11 +16,11 @@ from typing import Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from envlab.errors import SpecError, UserError
 from envlab.spec import releases as published
-from envlab.spec.releases import VariantEntry, release_of
+from envlab.spec.releases import Entry, VariantEntry, release_of
 from envlab.verify.archcompat import Arch, Capability
 
 OsFamily = Literal["linux", "windows"]
@@ -40,18 +40,6 @@ def driver_key(version: str) -> tuple[int, ...]:
 def cuda_key(version: str) -> tuple[int, int]:
     major, minor = version.strip().split(".")[:2]
     return int(major), int(minor)
-
-
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class Entry(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True
-    )
-
-    source: str = Field(min_length=1)
 
 
 def _driver(value: str | None) -> str | None:
