@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -45,6 +46,27 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.getoption("--compat-json"):
         config.pluginmanager.register(CompatRecorder(config), "compat-recorder")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Let a module of chosen checks start slow background work now (``start_early()``, e.g.
+    fresh interpreters importing the whole stack), so that it overlaps the other checks."""
+    modules = {id(m): m for m in (getattr(item, "module", None) for item in session.items)}
+    for module in modules.values():
+        start = getattr(module, "start_early", None)
+        if callable(start):
+            start()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Spare the interpreter's exit a garbage collection over the whole imported stack.
+
+    After the suite, torch, transformers, scikit-learn and the rest hold millions of objects:
+    the collections at shutdown cost seconds and check nothing. Frozen objects are still torn
+    down by reference counting (and native destructors still run), so a crash at exit shows.
+    """
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ with a vector ISA detected, and max-autotune on the GPU."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -128,6 +129,66 @@ def _isa_verdict() -> Path | None:
     return Path(cache) / ISA_VERDICT if cache else None
 
 
+# What inductor's ISA build checks answered in this process ("class|flags|code" -> built and
+# loaded), saved in the verdict for the next run in the same env to replay.
+BUILDS: dict[str, bool] = {}
+
+
+def _build_key(isa: Any, code: str) -> str:
+    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+    return f"{type(isa).__name__}|{getattr(isa, '_arch_flags', '')}|{digest}"
+
+
+def _recorded_builds() -> dict[str, bool] | None:
+    """The build checks of an earlier run of this unchanged env (envlab says so by setting
+    TORCHINDUCTOR_VEC_ISA_OK=1 only where the compiler is the one it ran with), else None."""
+    verdict = _isa_verdict()
+    if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") != "1" or verdict is None:
+        return None
+    try:
+        builds = json.loads(verdict.read_text(encoding="utf-8")).get("builds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return builds if isinstance(builds, dict) else None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isa_build_checks() -> Any:
+    """Record inductor's ISA build checks, or replay an earlier run's in an unchanged env.
+
+    TORCHINDUCTOR_VEC_ISA_OK only covers the base check of each ISA: the AVX-512 bf16, VNNI and
+    AMX checks each still build a kernel and load it in a new interpreter that imports torch
+    (seconds apiece). A check the earlier run did not make is made for real.
+    """
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    try:
+        from torch._inductor import cpu_vec_isa
+    except ImportError:  # torch < 2.4: no separate module; its checks run as they are
+        yield
+        return
+    vec_isa = getattr(cpu_vec_isa, "VecISA", None)
+    original = getattr(vec_isa, "check_build", None)
+    if vec_isa is None or original is None:
+        yield
+        return
+    recorded = _recorded_builds() or {}
+
+    def check_build(self: Any, code: str) -> bool:
+        key = _build_key(self, code)
+        if key not in recorded:
+            recorded[key] = bool(original(self, code))
+        BUILDS[key] = recorded[key]
+        return recorded[key]
+
+    vec_isa.check_build = check_build
+    try:
+        yield
+    finally:
+        vec_isa.check_build = original
+
+
 def test_cpu_vector_isa_detected() -> None:
     """inductor detects a vector ISA for this CPU (AVX2/AVX-512, NEON/SVE) and can build for it.
 
@@ -150,15 +211,23 @@ def test_cpu_vector_isa_detected() -> None:
         f"inductor found no usable vector ISA on this {os.uname().machine} CPU "
         f"(torch {torch.__version__}; candidates that built: {valid_vec_isa_list() or 'none'})"
     )
+    recorded = {}
     if trusted and verdict is not None and verdict.is_file():
         recorded = json.loads(verdict.read_text(encoding="utf-8"))
         assert recorded.get("isa") == str(isa), (
             f"inductor picks {isa} but the build check of an earlier run found {recorded}"
         )
-    elif verdict is not None:
-        record = {"isa": str(isa), "compiler": compiler_identity(), "torch": torch.__version__}
+    record = {
+        "isa": str(isa),
+        "compiler": compiler_identity(),
+        "torch": torch.__version__,
+        "builds": recorded.get("builds", {}) | BUILDS,
+    }
+    if verdict is not None and record != recorded:
         verdict.parent.mkdir(parents=True, exist_ok=True)
-        verdict.write_text(json.dumps(record), encoding="utf-8")
+        partial = verdict.with_name(f"{verdict.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(partial, verdict)  # a run stopped mid-write leaves the old verdict whole
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import json
@@ -139,10 +140,15 @@ def _openmp_copies(paths: list[str]) -> list[str]:
 PINNINGS = ("sched_setaffinity", "GOMP_CPU_AFFINITY")
 
 
-@functools.cache
-def _worst_order_runs(cpus: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """Import the stack in the worst order in fresh processes pinned to ``cpus``, one per way of
-    pinning, started together (each imports the whole stack: seconds)."""
+# The worst-order interpreters, by pinned CPUs: started once, as early as the suite allows.
+_STARTED: dict[tuple[int, ...], dict[str, subprocess.Popen[str]]] = {}
+
+
+def _start(cpus: tuple[int, ...]) -> dict[str, subprocess.Popen[str]]:
+    """Start (once) a fresh process per way of pinning, pinned to ``cpus``, that imports the stack
+    in the worst order and reports torch's thread count and the libraries it mapped."""
+    if cpus in _STARTED:
+        return _STARTED[cpus]
     modules = [m for m in WORST_ORDER if importlib.util.find_spec(m.split(".")[0]) is not None]
     base = {
         k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY")
@@ -160,9 +166,29 @@ def _worst_order_runs(cpus: tuple[int, ...]) -> dict[str, dict[str, Any]]:
             env=env,
             preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
+    # a run stopped before the checks read them (-x, ^C) leaves no process behind
+    atexit.register(lambda: [child.kill() for child in started.values() if child.poll() is None])
+    _STARTED[cpus] = started
+    return started
+
+
+def start_early() -> None:
+    """Start the worst-order imports when the suite's checks are chosen (the suite's conftest
+    calls this after collection): each imports the whole stack, seconds that then overlap the
+    other checks instead of adding to them."""
+    if sys.platform.startswith("linux") and importlib.util.find_spec("torch") is not None:
+        cpus = tuple(sorted(os.sched_getaffinity(0)))[:4]
+        if len(cpus) >= 2:
+            _start(cpus)
+
+
+@functools.cache
+def _worst_order_runs(cpus: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """What the worst-order processes pinned to ``cpus`` found, one per way of pinning."""
     found = {}
-    for pinning, child in started.items():
+    for pinning, child in _start(cpus).items():
         out, err = child.communicate(timeout=300)
+        modules = child.args[3:]
         if child.returncode != 0:
             tail = (err.strip().splitlines() or ["no output"])[-1]
             pytest.fail(f"importing {', '.join(modules)} then torch failed: {tail}", pytrace=False)

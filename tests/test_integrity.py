@@ -469,3 +469,37 @@ def test_new_facts_round_trip_through_a_result_document() -> None:
     assert parsed.facts.integrity.problems[0].path == "torch/lib/x.so"
     assert parsed.facts.toolchain.cxx == "/usr/bin/c++" and parsed.facts.torch.magma is True
     assert json.loads(parsed.to_json())["facts"] == doc["facts"]
+
+
+# --------------------------------------------------------------------------- compat caches
+
+
+def test_the_compat_suite_keeps_its_caches_in_the_env_and_trusts_a_verified_isa(
+    tmp_path: Path,
+) -> None:
+    from envlab.run import compat
+
+    caches = tmp_path / "envlab-cache"
+    found = compat.cache_variables(caches)
+    assert found == {
+        "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
+        "TRITON_CACHE_DIR": str(caches / "triton"),
+    }
+    verdict = caches / "inductor" / compat.ISA_VERDICT
+    verdict.parent.mkdir(parents=True)
+    verdict.write_text(json.dumps({"isa": "avx2", "compiler": compat.compiler_identity()}))
+    assert compat.cache_variables(caches).get("TORCHINDUCTOR_VEC_ISA_OK") == "1"
+    verdict.write_text(json.dumps({"isa": "avx2", "compiler": "/usr/bin/g++-9:1:2"}))
+    assert "TORCHINDUCTOR_VEC_ISA_OK" not in compat.cache_variables(caches)  # another compiler
+
+
+def test_the_suite_and_envlab_name_the_compiler_alike() -> None:
+    from envlab.run import compat
+
+    sys.path.insert(0, str(ROOT / "compat_tests"))
+    try:
+        import test_compile
+    finally:
+        sys.path.remove(str(ROOT / "compat_tests"))
+    assert test_compile.compiler_identity() == compat.compiler_identity()
+    assert test_compile.ISA_VERDICT == compat.ISA_VERDICT

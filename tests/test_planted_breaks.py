@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, envlab
 
-from envlab.build.uv import find_executable
+from envlab.build.uv import Uv, find_executable
 from envlab.results.schema import load
 from envlab.spec import platforms
 
@@ -46,11 +46,11 @@ def uv_pip(python: str, *args: str) -> None:
 
 
 def repair(python: str, *reinstall: str) -> None:
-    """Reinstall exactly the locked files (and files of ``reinstall`` the lock already has)."""
+    """Reinstall exactly the locked files (and files of ``reinstall`` the lock already has), as
+    envlab installs a lock: from uv's cache when every file is there."""
     for layer in ("torch", "stack"):
         lock = LOCKS / f"pylock.{platforms.current()}-{layer}.toml"
-        again = [arg for name in reinstall for arg in ("--reinstall-package", name)]
-        uv_pip(python, "--preview-features", "pylock", *again, "-r", str(lock))
+        Uv().install_locked(Path(python), lock, reinstall)
 
 
 def site_packages(python: str) -> Path:

@@ -113,26 +113,44 @@ def test_editables_alone_without_dependencies() -> None:
     assert "--index-url" not in rec.argv and rec.calls[-1][1]["stream"] is False
 
 
-def test_locked_install_installs_the_given_lock(tmp_path: Path) -> None:
-    """Mirror routing happens before (build.mirrors): uv gets the lock it is given, as is."""
+LOCKED_ARGV = ["/bin/uv", "pip", "install", "--no-config", "--preview-features", "pylock"]
+
+
+def test_locked_install_installs_the_given_lock_from_the_cache_first(tmp_path: Path) -> None:
+    """Mirror routing happens before (build.mirrors): uv gets the lock it is given, as is; a
+    lock whose files are all in uv's cache installs offline, in one command."""
     lock = tmp_path / "pylock.linux-64-stack.toml"
     uv, rec = uv_with()
     uv.install_locked(PY, lock, reinstall=("torch",))
-    assert rec.argv == [
-        "/bin/uv",
-        "pip",
-        "install",
-        "--no-config",
-        "--preview-features",
-        "pylock",
-        "--python",
-        str(PY),
-        "--reinstall-package",
-        "torch",
-        "-r",
-        str(lock),
+    assert [argv for argv, _ in rec.calls] == [
+        [*LOCKED_ARGV, "--python", str(PY), "--reinstall-package", "torch"]
+        + ["-r", str(lock), "--offline"]
     ]
-    assert rec.calls[-1][1]["stream"] is True
+    assert rec.calls[-1][1]["check"] is False
+
+
+def test_locked_install_goes_online_when_a_file_is_not_cached(tmp_path: Path) -> None:
+    lock = tmp_path / "pylock.linux-64-torch.toml"
+    calls: list[list[str]] = []
+
+    def runner(argv: list[Any], *, check: bool = True, **_: Any) -> Completed:
+        args = [str(a) for a in argv]
+        calls.append(args)
+        if "--offline" in args:  # uv stops before installing anything
+            out = "error: Network connectivity is disabled, but the requested data wasn't found"
+            return Completed(args, 2, out, 0.01)
+        return Completed(args, 0, "Installed 1 package", 0.01)
+
+    done = Uv(runner=runner, exe="/bin/uv").install_locked(PY, lock)
+    assert calls[1] == [*LOCKED_ARGV, "--python", str(PY), "-r", str(lock)]
+    assert "--offline" in calls[0] and len(calls) == 2 and done.returncode == 0
+
+
+def test_locked_install_failing_online_raises_the_online_error(tmp_path: Path) -> None:
+    uv, rec = uv_with("error: hash mismatch for torch", returncode=1)
+    with pytest.raises(CommandError, match="hash mismatch"):
+        uv.install_locked(PY, tmp_path / "pylock.linux-64-torch.toml")
+    assert ["--offline" in argv for argv, _ in rec.calls] == [True, False]
 
 
 def test_compile_targets_the_platform_cross_platform() -> None:

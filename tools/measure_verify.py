@@ -4,9 +4,9 @@
 
 1. Build + verify of ``--env`` from its lock (``envlab test ENV --no-compat`` into an empty envs
    directory) against a raw ``uv venv`` + ``uv pip install`` of the same lock files with the same
-   uv cache (warmed first by an untimed raw install), alternating (raw first in odd rounds,
-   envlab first in even ones) so that a machine getting busier or quieter favours neither; each
-   env is removed, untimed, after its round.
+   uv cache (warmed first by an untimed raw install), online as a user runs it and offline (the
+   install envlab makes when every locked file is cached), each kind leading in turn so that a
+   machine getting busier or quieter favours none; each env is removed, untimed, after its turn.
 2. A compat run twice in one unchanged env (``envlab test ENV`` twice; the second run reuses the
    env and its caches): the suite's duration as each result records it.
 
@@ -61,11 +61,15 @@ def envlab(args: list[str], work: Path, run_id: str) -> float:
             "ENVLAB_RUN_ID": run_id,
         }
     )
-    return timed([sys.executable, "-m", "envlab.cli", "--root", str(ROOT), *args], env)
+    seconds = timed([sys.executable, "-m", "envlab.cli", "--root", str(ROOT), *args], env)
+    if not (work / "runs" / run_id).is_dir():  # exit 1 is also a crash before any result
+        raise SystemExit(f"envlab {' '.join(args)} wrote no result in {seconds:.1f} s")
+    return seconds
 
 
-def raw_install(env_name: str, python: Path, work: Path) -> float:
-    """``uv venv`` + ``uv pip install`` of the env's lock files, one per layer, as a user would."""
+def raw_install(env_name: str, python: Path, work: Path, offline: bool = False) -> float:
+    """``uv venv`` + ``uv pip install`` of the env's lock files, one per layer, as a user would
+    (``offline``: from uv's cache only, as envlab installs a lock whose files are all cached)."""
     uv = find_executable()
     target = work / "raw"
     locks = sorted((ROOT / "locks" / env_name).glob(f"pylock.{platforms.current()}-*.toml"))
@@ -73,11 +77,17 @@ def raw_install(env_name: str, python: Path, work: Path) -> float:
     locks.sort(key=lambda p: order.get(p.stem.rsplit("-", 1)[-1], 9))
     argv = [[uv, "venv", "-q", "--no-config", "--python", str(python), str(target)]]
     pip = [uv, "pip", "install", "-q", "--no-config", "--preview-features", "pylock"]
+    pip += ["--offline"] if offline else []
     argv += [[*pip, "--python", str(target / "bin" / "python"), "-r", str(lock)] for lock in locks]
     start = time.monotonic()
     for command in argv:
         subprocess.run(command, env=_env({}), check=True, capture_output=True)
     return time.monotonic() - start
+
+
+# raw: what a user runs (uv asks the server about every cached file); raw-offline: the same from
+# uv's cache alone, the install envlab makes when every locked file is cached
+KINDS = ("raw", "envlab", "raw-offline")
 
 
 def compat_seconds(work: Path, run_id: str, env_name: str) -> float:
@@ -95,26 +105,26 @@ def main() -> int:
     spec = Matrix(ROOT / "envspecs").get(args.env)
     python = find(spec.python).path
     work = args.work or Path(tempfile.mkdtemp(prefix="envlab-measure-"))
-    envlab_s, raw_s = [], []
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     shutil.rmtree(work / "raw", ignore_errors=True)
     print(f"warm-up (untimed, fills the uv cache): raw {raw_install(args.env, python, work):.1f} s")
     for i in range(args.rounds):
-        order = ("raw", "envlab") if i % 2 == 0 else ("envlab", "raw")
-        for kind in order:
+        for kind in KINDS[i % len(KINDS) :] + KINDS[: i % len(KINDS)]:  # each kind leads in turn
             shutil.rmtree(work / "envs", ignore_errors=True)
             shutil.rmtree(work / "raw", ignore_errors=True)
-            if kind == "raw":
-                raw_s.append(raw_install(args.env, python, work))
+            if kind == "envlab":
+                seconds = envlab(["test", args.env, "--no-compat"], work, f"build{i}")
             else:
-                envlab_s.append(envlab(["test", args.env, "--no-compat"], work, f"build{i}"))
-            seconds = (raw_s if kind == "raw" else envlab_s)[-1]
-            print(f"round {i + 1}: {kind:6} {seconds:6.1f} s", flush=True)
+                seconds = raw_install(args.env, python, work, offline=kind == "raw-offline")
+            times[kind].append(seconds)
+            print(f"round {i + 1}: {kind:11} {seconds:6.1f} s", flush=True)
     shutil.rmtree(work / "raw", ignore_errors=True)
-    ratio = statistics.median(envlab_s) / statistics.median(raw_s)
-    print(
-        f"build + verify: envlab median {statistics.median(envlab_s):.1f} s, raw uv median "
-        f"{statistics.median(raw_s):.1f} s: ratio {ratio:.2f}"
-    )
+    median = {kind: statistics.median(found) for kind, found in times.items()}
+    for baseline in ("raw", "raw-offline"):
+        print(
+            f"build + verify: envlab median {median['envlab']:.1f} s, {baseline} uv median "
+            f"{median[baseline]:.1f} s: ratio {median['envlab'] / median[baseline]:.2f}"
+        )
     envlab(["test", args.env], work, "compat1")  # the env of the last round: its first run
     envlab(["test", args.env], work, "compat2")
     first, second = (compat_seconds(work, r, args.env) for r in ("compat1", "compat2"))

@@ -6,6 +6,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,14 +191,10 @@ def _run_env(
         return _result(spec.name, spec, run_id, host, built.outcome, built.reason, built.record)
     if not built.record.reused:
         freshness.save_snapshot(p.env_dir, fresh)
-    facts = cached_facts(p.env_dir, current=True) if built.record.reused else None
-    if facts is None:
-        if built.record.reused:
-            log(f"{spec.name}: packages changed since the last verification: probing again")
-        log(f"{spec.name}: probing the env")
-        facts = probe_env(built.python, own=True)
-        layers.save_facts(p.env_dir, facts.model_dump(mode="json"), PROBE_VERSION)
-    facts = _with_integrity(facts, built.python, uv, options.deep)
+    python = built.python
+    facts = _with_integrity(
+        lambda: _probed(p, python, built.record.reused), python, uv, options.deep
+    )
     checks = expectations.check(
         spec, facts, built.layer_packages, host=host, index_now=fresh.newest
     )
@@ -234,10 +232,28 @@ def _run_env(
     return result
 
 
-def _with_integrity(facts: Facts, python: Path, uv: Uv | None, deep: bool) -> Facts:
-    """``facts`` with this moment's installed-files scan and ``uv pip check`` (never cached)."""
-    found = integrity.gather(python, (uv or Uv()).check, deep=deep)
-    return facts.model_copy(update={"integrity": found})
+def _probed(p: layers.BuildPlan, python: Path, reused: bool) -> Facts:
+    """The probe's facts, saved in the env until something is installed in it."""
+    facts = cached_facts(p.env_dir, current=True) if reused else None
+    if facts is None:
+        if reused:
+            log(f"{p.spec.name}: packages changed since the last verification: probing again")
+        log(f"{p.spec.name}: probing the env")
+        facts = probe_env(python, own=True)
+        layers.save_facts(p.env_dir, facts.model_dump(mode="json"), PROBE_VERSION)
+    return facts
+
+
+def _with_integrity(probed: Callable[[], Facts], python: Path, uv: Uv | None, deep: bool) -> Facts:
+    """``probed()`` with this moment's installed-files scan and ``uv pip check`` (never cached).
+
+    The scan runs beside the probe: both mostly wait on the disk or on a subprocess, and the
+    probe (importing the whole stack) is the longest step of a verification.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scan = pool.submit(integrity.gather, python, (uv or Uv()).check, deep)
+        facts = probed()
+        return facts.model_copy(update={"integrity": scan.result()})
 
 
 def _freshness_checks(fresh: freshness.Freshness, reused: bool) -> list[Check]:
@@ -317,7 +333,7 @@ def test_host(
     """Probe and test an interpreter envlab did not build (checks the environment someone has);
     with ``spec``, every check of that env applies, its lock for this platform included."""
     check_interpreter(python)
-    facts = _with_integrity(probe_env(python), python, None, deep)
+    facts = _with_integrity(lambda: probe_env(python), python, None, deep)
     checks = expectations.check(spec, facts, host=host) if spec else []
     if spec:
         checks += _host_lock_check(project, spec, facts)

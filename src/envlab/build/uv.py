@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 from envlab import proc
 from envlab.errors import CommandError, UserError
+from envlab.log import detail
 from envlab.outcome import Outcome
 from envlab.spec.indexes import Index
 from envlab.spec.platforms import UV_TARGETS
@@ -162,13 +163,26 @@ class Uv:
         on_line: Callable[[str], None] | None = None,
     ) -> proc.Completed:
         """Install exactly the files of pylock ``lock`` (hashes checked by uv), from the URLs it
-        names: a mirrored index's lock is routed through its mirror first (build.mirrors)."""
+        names: a mirrored index's lock is routed through its mirror first (build.mirrors).
+
+        uv's cache is tried first, offline: a locked file is fixed by its hash, so asking the
+        server again only costs time, and behind a proxy that drops the validators of immutable
+        files uv downloads every file again (torch's 3.9 GB per env build) and keeps each copy.
+        When a file is not in the cache the offline attempt stops before installing anything,
+        and the install runs online: the index answers for what it serves, as ever.
+        """
         argv = ["pip", "install", "--no-config", "--preview-features", "pylock"]
         argv += ["--python", str(python)]
         for name in reinstall:
             argv += ["--reinstall-package", name]
+        argv += ["-r", str(lock)]
+        cached = self._run([*argv, "--offline"], check=False, stream=True)
+        if cached.returncode == 0:
+            detail(f"{lock.name}: every locked file was in uv's cache (installed offline)")
+            return cached
+        detail(f"{lock.name}: not every locked file is in uv's cache: installing online")
         extra = {"on_line": on_line} if on_line else {}
-        return self._run([*argv, "-r", str(lock)], stream=True, **extra)
+        return self._run(argv, stream=True, **extra)
 
     def compile(
         self,
