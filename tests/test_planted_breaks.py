@@ -18,7 +18,7 @@ from envlab.build.uv import Uv, find_executable
 from envlab.results.schema import load
 from envlab.spec import platforms
 
-pytestmark = [pytest.mark.e2e, pytest.mark.e2e_extra, pytest.mark.network]
+pytestmark = [pytest.mark.e2e, pytest.mark.network]
 
 LOCKS = ROOT / "locks" / "stable"
 
