@@ -51,6 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Let a module of chosen checks start slow background work now (``start_early()``, e.g.
     fresh interpreters importing the whole stack), so that it overlaps the other checks."""
+    if session.config.option.collectonly:
+        return
     modules = {id(m): m for m in (getattr(item, "module", None) for item in session.items)}
     for module in modules.values():
         start = getattr(module, "start_early", None)
