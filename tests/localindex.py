@@ -25,6 +25,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from envlab.spec.indexes import mirror_variable
+
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -217,6 +219,10 @@ class LocalIndexes:
 
     def url(self, index: str) -> str:
         return f"{self.base_url}/{index}/simple"
+
+    def mirrors(self, *indexes: str) -> dict[str, str]:
+        """The environment that points each named index of a project at this server."""
+        return {mirror_variable(index): self.url(index) for index in indexes}
 
     def remove(self, index: str, name: str, version: str) -> None:
         for wheel in (self.root / index / canonicalize_name(name)).glob(f"*-{version}-*.whl"):

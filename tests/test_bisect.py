@@ -133,9 +133,7 @@ def project(
         encoding="utf-8",
     )
     env = {
-        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-        "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
-        "ENVLAB_INDEX_NIGHTLYIDX": idx.url("nightlyidx"),
+        **idx.mirrors("pypi", "torchidx", "nightlyidx"),
         "ENVLAB_HOST_ID": "testhost",
     }
     return root, env

@@ -460,9 +460,7 @@ def test_the_matrix_builds_end_to_end_on_a_local_index(tmp_path: Path) -> None:
             idx.add(f"pytorch-{variant}", "filelock", "3.0")
         idx.add("pypi", "timmish", "1.0", ["torch>=2"])
         env = {
-            "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-            "ENVLAB_INDEX_PYTORCH_CU126": idx.url("pytorch-cu126"),
-            "ENVLAB_INDEX_PYTORCH_CU130": idx.url("pytorch-cu130"),
+            **idx.mirrors("pypi", "pytorch-cu126", "pytorch-cu130"),
             "ENVLAB_HOST_ID": "testhost",
             "ENVLAB_RUN_ID": "run1",
         }

@@ -153,8 +153,7 @@ class Lab:
 def make_lab(base: Path, wheels: Path, idx: LocalIndexes, envs: dict[str, str] | None) -> Lab:
     root = make_project(base, indexes=DECLARED, envs=envs or {"demo": spec()}, stack=[])
     env = {
-        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-        "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+        **idx.mirrors("pypi", "torchidx"),
         "ENVLAB_HOST_ID": HOST,
         "ENVLAB_RUN_ID": "fault",
         "ENVLAB_FALLBACK_DIR": str(base / "fallback"),

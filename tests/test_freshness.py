@@ -58,9 +58,7 @@ def project(tmp_path: Path, idx: LocalIndexes) -> tuple[Path, dict[str, str]]:
         stack=[],
     )
     env = {
-        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-        "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
-        "ENVLAB_INDEX_NIGHTLYIDX": idx.url("nightlyidx"),
+        **idx.mirrors("pypi", "torchidx", "nightlyidx"),
         "ENVLAB_HOST_ID": "testhost",
     }
     return root, env

@@ -157,8 +157,7 @@ def gpu_lab(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
             copy_suite=True,
         )
         env = {
-            "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-            "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+            **idx.mirrors("pypi", "torchidx"),
             "ENVLAB_HOST_ID": "fakegpu",
             "ENVLAB_RUN_ID": "run1",
             "PATH": f"{fake_smi(tmp_path, 'gtx970.csv')}{os.pathsep}{os.environ['PATH']}",

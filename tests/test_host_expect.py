@@ -45,8 +45,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], LocalIndexes]]:
             stack=[],
         )
         env = {
-            "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-            "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+            **idx.mirrors("pypi", "torchidx"),
             "ENVLAB_HOST_ID": "h",
         }
         done = envlab("--root", str(root), "lock", "--platform", "linux-64", env=env)

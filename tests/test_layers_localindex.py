@@ -80,9 +80,7 @@ def project(
         stack=[],
     )
     env = {
-        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-        "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
-        "ENVLAB_INDEX_NIGHTLYIDX": idx.url("nightlyidx"),
+        **idx.mirrors("pypi", "torchidx", "nightlyidx"),
         "ENVLAB_HOST_ID": "testhost",
         "ENVLAB_RUN_ID": "run1",
     }

@@ -54,7 +54,7 @@ def project(tmp_path: Path, idx: LocalIndexes) -> tuple[Path, dict[str, str]]:
     root = make_project(tmp_path, envs={"legacy": legacy_spec()}, stack=[])
     env = {
         "ENVLAB_INDEX_PYTORCH_CU126": idx.url("cu126"),
-        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
+        **idx.mirrors("pypi"),
         "ENVLAB_HOST_ID": "testhost",
         "ENVLAB_RUN_ID": "run1",
     }

@@ -53,8 +53,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], LocalIndexes]]
             stack=[],
         )
         env = {
-            "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-            "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+            **idx.mirrors("pypi", "torchidx"),
             "ENVLAB_HOST_ID": "h",
             "ENVLAB_RUN_ID": "r1",
         }

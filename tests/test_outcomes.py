@@ -143,8 +143,7 @@ def _project_with_a_broken_env(tmp_path: Path, idx: LocalIndexes) -> tuple[Path,
         stack=[],
     )
     env = {
-        "ENVLAB_INDEX_PYPI": idx.url("pypi"),
-        "ENVLAB_INDEX_TORCHIDX": idx.url("torchidx"),
+        **idx.mirrors("pypi", "torchidx"),
         "ENVLAB_HOST_ID": "testhost",
         "ENVLAB_RUN_ID": "run1",
     }

@@ -7,9 +7,12 @@ and never reads an outcome out of a message.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from envlab.outcome import Outcome
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UserError(Exception):
@@ -124,3 +127,13 @@ def stopped(outcome: Outcome, message: str) -> UserError:
         Outcome.BUILD_FAILED: BuildFailed,
     }
     return kinds[outcome](message)
+
+
+def first_problem(exc: ValidationError) -> str:
+    """A data file's first validation problem as one phrase: ``unknown key 'a.b'`` or
+    ``field 'a.b': <what was expected>``."""
+    first = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    return f"field {loc!r}: {first['msg'].removeprefix('Value error, ')}"

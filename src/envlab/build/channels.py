@@ -9,53 +9,25 @@ solving, installing and checking drift.
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import unquote, urlparse
 
 from envlab.errors import ChannelUnavailable
+from envlab.spec.indexes import Mirrored
 
 CHANNEL_ALIAS = "https://conda.anaconda.org"
 
 
 @dataclass(frozen=True)
-class Channel:
+class Channel(Mirrored):
     """A channel with its effective URL (after any mirror override)."""
 
-    name: str
-    url: str
-    declared_url: str
-
-    @property
-    def env_var(self) -> str:
-        return mirror_variable(self.name)
-
-    @property
-    def mirrored(self) -> bool:
-        return self.url != self.declared_url
-
-    def hint(self) -> str:
-        return f"set {self.env_var} to a reachable mirror of {self.declared_url}"
-
-    def effective(self, url: str) -> str:
-        """A locked (declared) package URL as fetched here (the mirror substituted)."""
-        if self.mirrored and url.startswith(self.declared_url + "/"):
-            return self.url + url[len(self.declared_url) :]
-        return url
-
-    def declared(self, url: str) -> str:
-        """A package URL as solved here (maybe from the mirror) as it is locked."""
-        if self.mirrored and url.startswith(self.url + "/"):
-            return self.declared_url + url[len(self.url) :]
-        return url
-
-
-def mirror_variable(name: str) -> str:
-    return "ENVLAB_CHANNEL_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+    VARIABLE_PREFIX: ClassVar[str] = "ENVLAB_CHANNEL_"
 
 
 def channel(entry: str) -> Channel:
@@ -65,8 +37,7 @@ def channel(entry: str) -> Channel:
         declared, name = entry, entry.rsplit("/", 1)[-1]
     else:
         declared, name = f"{CHANNEL_ALIAS}/{entry}", entry
-    url = os.environ.get(mirror_variable(name), "").strip().rstrip("/") or declared
-    return Channel(name, url, declared)
+    return Channel(*Channel.resolve(name, declared))
 
 
 def for_url(url: str, channels: list[Channel]) -> Channel | None:

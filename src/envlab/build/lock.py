@@ -569,7 +569,7 @@ def effective_url(url: str, matrix: Matrix) -> str:
     """A locked (declared) URL with any mirror override applied."""
     for index in matrix.indexes.values():
         if index.mirrored and url.startswith(index.declared_url + "/"):
-            return index.url + url[len(index.declared_url) :]
+            return index.effective(url)
     return url
 
 

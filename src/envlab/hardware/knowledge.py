@@ -14,13 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import Field, ValidationError, field_validator
 
-from envlab.errors import SpecError, UserError
+from envlab.errors import SpecError, UserError, first_problem
 from envlab.spec import releases as published
-from envlab.spec.releases import Entry, VariantEntry, release_of
+from envlab.spec.releases import Entry, VariantEntry, release_of, torch_spec
 from envlab.verify.archcompat import Arch, Capability
 
 OsFamily = Literal["linux", "windows"]
@@ -51,14 +51,6 @@ def _driver(value: str | None) -> str | None:
 def _cuda(value: str) -> str:
     if not _CUDA.match(value):
         raise ValueError(f"a CUDA version like '12.8', found {value!r}")
-    return value
-
-
-def _torch_spec(value: str) -> str:
-    try:
-        SpecifierSet(value)
-    except InvalidSpecifier:
-        raise ValueError(f"a PEP 440 specifier like '==2.10.*', found {value!r}") from None
     return value
 
 
@@ -109,7 +101,7 @@ class WheelEntry(Entry):
     confidence: Literal["measured", "build-script", "inferred"]
     unpinned: bool = False
 
-    _check_torch = field_validator("torch")(_torch_spec)
+    _check_torch = field_validator("torch")(torch_spec)
 
     @field_validator("arch_flags")
     @classmethod
@@ -323,12 +315,7 @@ def parse(text: str, source: str = "knowledge.toml") -> Knowledge:
     try:
         return Knowledge.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        if first["type"] == "extra_forbidden":
-            message = f"unknown key {loc!r}"
-        else:
-            message = f"field {loc!r}: {first['msg'].removeprefix('Value error, ')}"
+        message = first_problem(exc)
         more = f" (+{exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise KnowledgeError(f"{source}: {message}{more}") from None
 

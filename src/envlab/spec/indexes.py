@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -46,22 +47,57 @@ class IndexEntry(BaseModel):
 
 
 @dataclass(frozen=True)
-class Index:
-    """A named index with its effective URL (after any mirror override)."""
+class Mirrored:
+    """A source of packages (an index, a conda channel) at its declared URL, or at a mirror set
+    for it in the environment (``<VARIABLE_PREFIX><NAME>``); locks keep the declared URLs."""
+
+    VARIABLE_PREFIX: ClassVar[str] = "ENVLAB_INDEX_"
 
     name: str
-    url: str
+    url: str  # effective: the mirror's when one is set
     declared_url: str
-    description: str
-    find_links: bool = False  # a wheelhouse: a flat directory or page of wheels, not an index
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable that points source ``name`` at a mirror."""
+        return cls.VARIABLE_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+    @classmethod
+    def resolve(cls, name: str, declared_url: str) -> tuple[str, str, str]:
+        """(name, effective URL, declared URL): the mirror set in the environment, if any."""
+        url = os.environ.get(cls.variable(name), "").strip().rstrip("/") or declared_url
+        return name, url, declared_url
 
     @property
     def env_var(self) -> str:
-        return mirror_variable(self.name)
+        return self.variable(self.name)
 
     @property
     def mirrored(self) -> bool:
         return self.url != self.declared_url
+
+    def effective(self, url: str) -> str:
+        """A locked (declared) URL as fetched here (the mirror substituted)."""
+        if self.mirrored and url.startswith(self.declared_url + "/"):
+            return self.url + url[len(self.declared_url) :]
+        return url
+
+    def declared(self, url: str) -> str:
+        """A URL as found here (maybe on the mirror) as it is locked."""
+        if self.mirrored and url.startswith(self.url + "/"):
+            return self.declared_url + url[len(self.url) :]
+        return url
+
+    def hint(self) -> str:
+        return f"set {self.env_var} to a reachable mirror of {self.declared_url}"
+
+
+@dataclass(frozen=True)
+class Index(Mirrored):
+    """A named index with its effective URL (after any mirror override)."""
+
+    description: str = ""
+    find_links: bool = False  # a wheelhouse: a flat directory or page of wheels, not an index
 
     def hint(self) -> str:
         if self.find_links:
@@ -69,7 +105,7 @@ class Index:
                 f"put the torch layer's wheels (the build and its dependencies) in {self.url}: "
                 "that layer installs from the wheelhouse alone"
             )
-        return f"set {self.env_var} to a reachable mirror of {self.declared_url}"
+        return super().hint()
 
 
 @dataclass(frozen=True)
@@ -82,7 +118,7 @@ class IndexFile:
 
 
 def mirror_variable(name: str) -> str:
-    return "ENVLAB_INDEX_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+    return Index.variable(name)
 
 
 def load_indexes(path: Path) -> dict[str, Index]:
@@ -102,8 +138,7 @@ def load_indexes(path: Path) -> dict[str, Index]:
                 ) from None
             msg = err["msg"].removeprefix("Value error, ")
             raise SpecError(f"{path}: field {loc!r}: expected {msg}") from None
-        url = os.environ.get(mirror_variable(name), "").strip().rstrip("/") or entry.url
-        found[name] = Index(name, url, entry.url, entry.description)
+        found[name] = Index(*Index.resolve(name, entry.url), entry.description)
     if "pypi" not in found:
         raise SpecError(
             f"{path}: expected an index named 'pypi', found {', '.join(found) or 'none'}"

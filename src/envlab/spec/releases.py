@@ -20,7 +20,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from envlab.errors import SpecError
+from envlab.errors import SpecError, first_problem
 
 if TYPE_CHECKING:  # envspec marks cells with this module: a runtime import would be circular
     from envlab.spec.envspec import EnvSpec
@@ -41,7 +41,8 @@ class Entry(BaseModel):
     source: str = Field(min_length=1)
 
 
-def _torch_spec(value: str) -> str:
+def torch_spec(value: str) -> str:
+    """A validator: ``value`` is a PEP 440 specifier of torch releases."""
     try:
         SpecifierSet(value)
     except InvalidSpecifier:
@@ -55,7 +56,7 @@ class VariantEntry(Entry):
     name: str = Field(pattern=r"^cu\d{3}$")
     torch: str
 
-    _check_torch = field_validator("torch")(_torch_spec)
+    _check_torch = field_validator("torch")(torch_spec)
 
     @property
     def cuda(self) -> str:
@@ -71,7 +72,7 @@ class PythonEntry(Entry):
     torch: str
     versions: list[str] = Field(min_length=1)
 
-    _check_torch = field_validator("torch")(_torch_spec)
+    _check_torch = field_validator("torch")(torch_spec)
 
     @field_validator("versions")
     @classmethod
@@ -123,13 +124,7 @@ def parse(text: str, source: str = "releases.toml") -> Releases:
     try:
         return Releases.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        if first["type"] == "extra_forbidden":
-            message = f"unknown key {loc!r}"
-        else:
-            message = f"field {loc!r}: {first['msg'].removeprefix('Value error, ')}"
-        raise SpecError(f"{source}: {message}") from None
+        raise SpecError(f"{source}: {first_problem(exc)}") from None
 
 
 def raw() -> dict:
